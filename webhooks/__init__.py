@@ -1,0 +1,97 @@
+"""The web process: webhook receiver, health, (admin API and pages in later modules).
+
+Start it with `gunicorn 'webhooks:create_app()'` or `tagsync web`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from redis import Redis
+from werkzeug.exceptions import HTTPException
+
+from mapping_store import Store
+from workers.config import Settings
+from workers.context import connect_redis, resolve_redis_url
+from workers.queueing import EventQueue
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 1024 * 1024  # bytes; larger webhook bodies get 413
+WEB_REDIS_TIMEOUT = 2.0  # seconds: a stuck Redis turns into a quick 503, not a hung sender
+
+
+@dataclass
+class WebContext:
+    settings: Settings
+    redis: Redis
+    store: Store
+    events: EventQueue
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the Flask app from the environment; `test_config` overrides any key."""
+    app = Flask(__name__)
+    settings = Settings.from_env()
+    app.config.from_mapping(
+        MAX_CONTENT_LENGTH=MAX_BODY,
+        KLCODE_WEBHOOK_SECRET=settings.klcode_webhook_secret,
+        AC_WEBHOOK_TOKEN=settings.ac_webhook_token,
+        AC_TIMEZONE=settings.ac_timezone,
+        ADMIN_TOKEN=settings.admin_token,
+        TAGSYNC_REDIS=None,  # a ready Redis client (tests); else built from REDIS_URL
+        TAGSYNC_STORE=None,  # a ready Store (tests); else built from DATABASE_URL
+        JSON_SORT_KEYS=False,
+    )
+    if test_config:
+        app.config.update(test_config)
+    init_app(app, settings)
+    from .views import bp  # noqa: PLC0415 - views need the app's extensions in place
+
+    app.register_blueprint(bp)
+    _register_errors(app)
+    return app
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    redis = app.config["TAGSYNC_REDIS"] or connect_redis(
+        resolve_redis_url(settings), timeout=WEB_REDIS_TIMEOUT
+    )
+    store = app.config["TAGSYNC_STORE"] or Store(settings.effective_database_url)
+    if app.config["TAGSYNC_STORE"] is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            store.init_schema()
+        except Exception:  # the receiver works without the store; /readyz reports it
+            log.exception("mapping store not reachable at start-up")
+    app.extensions["tagsync"] = WebContext(
+        settings, redis, store, EventQueue(redis, settings.queue_name)
+    )
+
+
+def _register_errors(app: Flask) -> None:
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> tuple[Response, int]:
+        code = exc.code or 500
+        names = {
+            413: "payload_too_large",
+            404: "not_found",
+            405: "method_not_allowed",
+            415: "unsupported_media_type",
+        }
+        body = {
+            "error": names.get(code, (exc.name or "error").lower().replace(" ", "_")),
+            "detail": exc.description,
+        }
+        if code == 413:
+            body["detail"] = f"body larger than {MAX_BODY} bytes"
+        return jsonify(body), code
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> tuple[Response, int]:
+        # Never a bare 500 page; and never a 410, which would make AC disable the webhook.
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return jsonify({"error": "internal_error", "detail": "unexpected error; logged"}), 500

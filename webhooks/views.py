@@ -1,0 +1,126 @@
+"""The receiver: verify, validate, make durable in Redis, answer. Nothing else on this path."""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import logging
+import time
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from marshmallow import ValidationError
+from redis.exceptions import RedisError
+
+from . import signatures
+from .schemas import Parsed, parse_ac, parse_klcode
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("receiver", __name__)
+
+RETRY_AFTER_UNAVAILABLE = "5"  # seconds we ask a sender to wait when Redis is down
+
+
+def _error(status: int, error: str, **extra: Any) -> tuple[Response, int]:
+    return jsonify({"error": error, **extra}), status
+
+
+def _enqueue(parsed: Parsed, source: str) -> tuple[Response, int]:
+    if not parsed.events:
+        with contextlib.suppress(RedisError):  # only the "last webhook seen" stamp is lost
+            current_app.extensions["tagsync"].events.push([], source=source)
+        return jsonify({"status": "ignored", "reason": "not a tag event"}), 200
+    try:
+        fresh = current_app.extensions["tagsync"].events.push(parsed.events, source=source)
+    except RedisError as exc:
+        log.error("%s webhook not made durable, answering 503: %s", source, type(exc).__name__)
+        resp, status = _error(503, "unavailable", detail="events could not be queued; retry later")
+        resp.headers["Retry-After"] = RETRY_AFTER_UNAVAILABLE
+        return resp, status
+    queued = sum(fresh)
+    body: dict[str, Any] = {"status": "queued", "events": queued}
+    if queued < len(fresh):
+        body["duplicates"] = len(fresh) - queued
+    if parsed.ignored:
+        body["ignored"] = parsed.ignored
+    log.info(
+        "%s webhook: %d queued, %d duplicate, %d ignored",
+        source,
+        queued,
+        len(fresh) - queued,
+        parsed.ignored,
+    )
+    return jsonify(body), 202
+
+
+@bp.post("/webhooks/klcode")
+def klcode_webhook() -> tuple[Response, int]:
+    """Receive KlCode tag events (signed JSON, one event or a batch)."""
+    body = request.get_data(cache=False)  # over MAX_CONTENT_LENGTH: 413 before we read it
+    secret = current_app.config["KLCODE_WEBHOOK_SECRET"]
+    if not secret:
+        log.error("KLCODE_WEBHOOK_SECRET is not set: refusing KlCode webhooks")
+        return _error(503, "not_configured", detail="KLCODE_WEBHOOK_SECRET is not set")
+    try:
+        signatures.verify(request.headers.get(signatures.HEADER), body, secret)
+    except signatures.SignatureError as exc:
+        return _error(401, exc.reason, detail=str(exc))
+    if request.mimetype != "application/json":
+        return _error(415, "unsupported_media_type", detail="send application/json")
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
+        return _error(400, "invalid_payload", fields={"_schema": ["body is not valid JSON"]})
+    try:
+        parsed = parse_klcode(payload, received_at=time.time())
+    except ValidationError as exc:
+        return _error(400, "invalid_payload", fields=exc.messages)
+    return _enqueue(parsed, "klcode")
+
+
+@bp.post("/webhooks/activecampaign/<token>")
+def ac_webhook(token: str) -> tuple[Response, int]:
+    """Receive AC contact_tag_added / contact_tag_removed webhooks (form-encoded)."""
+    expected = current_app.config["AC_WEBHOOK_TOKEN"]
+    if not expected:
+        log.error("AC_WEBHOOK_TOKEN is not set: refusing AC webhooks")
+        return _error(503, "not_configured", detail="AC_WEBHOOK_TOKEN is not set")
+    if not hmac.compare_digest(token.encode(), expected.encode()):
+        return _error(401, "invalid_token", detail="unknown webhook token")
+    if request.mimetype not in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        return _error(
+            415, "unsupported_media_type", detail="send application/x-www-form-urlencoded"
+        )
+    form = request.form.to_dict(flat=True)
+    try:
+        parsed = parse_ac(form, received_at=time.time(), tz_name=current_app.config["AC_TIMEZONE"])
+    except ValidationError as exc:
+        return _error(400, "invalid_payload", fields=exc.messages)
+    return _enqueue(parsed, "ac")
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """Liveness: the process answers."""
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    """Readiness: Redis and the store both answer."""
+    ext = current_app.extensions["tagsync"]
+    checks: dict[str, str] = {}
+    try:
+        ext.redis.ping()
+        checks["redis"] = "ok"
+    except RedisError as exc:
+        checks["redis"] = f"error: {type(exc).__name__}"
+    try:
+        ext.store.ping()
+        checks["store"] = "ok"
+    except Exception as exc:  # any driver error means "not ready", never a 500
+        checks["store"] = f"error: {type(exc).__name__}"
+    ok = all(v == "ok" for v in checks.values())
+    return jsonify({"status": "ok" if ok else "unavailable", **checks}), 200 if ok else 503

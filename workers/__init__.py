@@ -1,0 +1,1 @@
+"""RQ jobs, API clients and the sync engine. Never imports Flask."""

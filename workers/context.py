@@ -1,0 +1,117 @@
+"""Per-process wiring: one Redis client, one store, one client per system, built once."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import requests
+from redis import Redis
+
+from mapping_store import Store
+
+from .activecampaign import ActiveCampaignClient
+from .config import Settings
+from .embedded import discover
+from .errors import NotConfigured
+from .klcode import KlCodeClient
+from .queueing import EventQueue
+from .ratelimit import RateLimiter
+from .sides import ACSide, KlCodeSide
+from .sync import SyncEngine
+
+log = logging.getLogger(__name__)
+
+REDIS_SOCKET_TIMEOUT = 5.0  # seconds; a Redis that does not answer is treated as down
+AC_RATE_KEY = "tagsync:ratelimit:ac"
+
+
+def resolve_redis_url(settings: Settings) -> str:
+    url = settings.redis_url or discover(settings.data_dir)
+    if not url:
+        raise NotConfigured(
+            "REDIS_URL is not set and no embedded Redis is running for "
+            f"{settings.data_dir} (start everything with `tagsync run`, or set REDIS_URL)"
+        )
+    return url
+
+
+def connect_redis(url: str, *, timeout: float = REDIS_SOCKET_TIMEOUT) -> Redis:
+    return Redis.from_url(
+        url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30
+    )
+
+
+@dataclass
+class Context:
+    settings: Settings
+    redis: Redis
+    store: Store
+    events: EventQueue
+    limiter: RateLimiter
+    ac: ActiveCampaignClient
+    klcode: KlCodeClient
+    engine: SyncEngine
+
+    @classmethod
+    def build(
+        cls, settings: Settings, *, redis: Redis | None = None, store: Store | None = None
+    ) -> Context:
+        if not settings.ac_api_url or not settings.klcode_api_url:
+            raise NotConfigured(
+                "AC_API_URL and KLCODE_API_URL must be set (or use `tagsync run` for the sandbox)"
+            )
+        redis = redis or connect_redis(resolve_redis_url(settings))
+        store = store or Store(settings.effective_database_url)
+        limiter = RateLimiter(redis, key=AC_RATE_KEY, rate=settings.ac_rate_limit)
+        ac = ActiveCampaignClient(
+            session=requests.Session(),
+            base_url=settings.ac_api_url,
+            api_token=settings.ac_api_token,
+            timeout=settings.http_timeout,
+            limiter=limiter,
+        )
+        klcode = KlCodeClient(
+            session=requests.Session(),
+            base_url=settings.klcode_api_url,
+            api_key=settings.klcode_api_key,
+            timeout=settings.http_timeout,
+        )
+
+        def resolve_ac_tag(name: str) -> int | None:
+            tag = ac.find_tag(name)
+            return tag.id if tag else None
+
+        engine = SyncEngine(
+            redis=redis,
+            store=store,
+            sides={"ac": ACSide(ac, redis), "klcode": KlCodeSide(klcode, redis)},
+            resolve_ac_tag=resolve_ac_tag,
+        )
+        return cls(
+            settings,
+            redis,
+            store,
+            EventQueue(redis, settings.queue_name),
+            limiter,
+            ac,
+            klcode,
+            engine,
+        )
+
+
+_context: Context | None = None
+
+
+def get_context() -> Context:
+    """The process's context, built from the environment on first use (in RQ workers)."""
+    global _context
+    if _context is None:
+        _context = Context.build(Settings.from_env())
+    return _context
+
+
+def set_context(ctx: Context | None) -> None:
+    """Install a prepared context (the worker command and tests do this)."""
+    global _context
+    _context = ctx

@@ -1,0 +1,59 @@
+"""The one event shape both receivers produce and every job consumes (JSON-safe)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from mapping_store import email_key, tag_key
+
+System = Literal["klcode", "ac"]
+Op = Literal["add", "remove"]
+SYSTEMS: tuple[System, System] = ("klcode", "ac")
+
+
+def other(system: str) -> System:
+    return "ac" if system == "klcode" else "klcode"
+
+
+@dataclass(frozen=True)
+class TagEvent:
+    """A tag added to or removed from one customer in one system."""
+
+    source: System
+    event_id: str  # dedup key: "kl:<KlCode id>" or "ac:<hash of type, contact, tag, time>"
+    op: Op
+    email: str  # normalised (email_key)
+    tag: str  # as the source spelled it
+    occurred_at: float  # unix seconds, when the change happened in the source
+    received_at: float  # unix seconds, when our receiver accepted it
+    external_id: str | None = None  # KlCode customer id / AC contact id
+    initiated_from: str | None = None  # AC only: public, admin, api, system
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TagEvent:
+        return cls(
+            source=data["source"],
+            event_id=str(data["event_id"]),
+            op=data["op"],
+            email=email_key(str(data["email"])),
+            tag=str(data["tag"]),
+            occurred_at=float(data["occurred_at"]),
+            received_at=float(data["received_at"]),
+            external_id=data.get("external_id"),
+            initiated_from=data.get("initiated_from"),
+        )
+
+
+def klcode_event_id(raw_id: str) -> str:
+    return f"kl:{raw_id}"
+
+
+def ac_event_id(event_type: str, contact_id: str, tag: str, date_time: str) -> str:
+    """AC sends no event id: a redelivery repeats type, contact, tag and date_time exactly."""
+    raw = "\x1f".join((event_type, contact_id.strip(), tag_key(tag), date_time.strip()))
+    return "ac:" + hashlib.sha256(raw.encode()).hexdigest()[:32]

@@ -1,0 +1,92 @@
+"""RQ entry points. Only JSON-safe arguments; each job rebuilds what it needs from its context.
+
+Every event ends in exactly one sync-log entry (keyed by its event id, updated across retries):
+applied, skipped with a reason, or failed with a reason while the job sits in RQ's failed
+registry, replayable.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from rq import get_current_job
+
+from .context import get_context
+from .errors import ContactNotFound, PermanentError, SyncError
+from .events import TagEvent
+from .queueing import mask_email
+from .retry import JOB_RETRY_INTERVALS, JOB_RETRY_MAX
+
+log = logging.getLogger(__name__)
+
+
+def _attempt() -> tuple[int, bool, str | None]:
+    """(attempt number, whether it is the last one RQ will make, job id)."""
+    job = get_current_job()
+    if job is None:  # called directly, outside a worker
+        return 1, True, None
+    left = job.retries_left or 0
+    return max(1, JOB_RETRY_MAX - left + 1), left <= 0, job.id
+
+
+def _no_more_retries() -> None:
+    job = get_current_job()
+    if job is not None:
+        job.retries_left = 0  # a permanent error: straight to the failed registry
+
+
+def process_event(event: dict[str, Any]) -> dict[str, Any]:
+    """Apply one tag event to the other system, or record why not."""
+    ctx = get_context()
+    ev = TagEvent.from_dict(event)
+    attempt, final, job_id = _attempt()
+    common = {
+        "source": ev.source,
+        "event_id": ev.event_id,
+        "email": ev.email,
+        "tag": ev.tag,
+        "op": ev.op,
+        "attempts": attempt,
+        "job_id": job_id,
+    }
+    try:
+        result = ctx.engine.process(ev)
+    except ContactNotFound as exc:
+        if final:
+            detail = f"{exc}; gave up after {attempt} attempts"
+        else:
+            detail = f"{exc}; will look again in {JOB_RETRY_INTERVALS[attempt - 1]} s"
+        ctx.store.record_outcome(outcome="contact_not_found", detail=detail, **common)
+        log.info(
+            "%s %s: contact_not_found (attempt %d)", ev.event_id, mask_email(ev.email), attempt
+        )
+        if final:
+            return {"outcome": "contact_not_found", "detail": detail}
+        raise
+    except PermanentError as exc:
+        ctx.store.record_outcome(
+            outcome="failed", detail=f"{exc.reason}: {exc}; replayable", **common
+        )
+        _no_more_retries()
+        raise
+    except Exception as exc:
+        reason = exc.reason if isinstance(exc, SyncError) else type(exc).__name__
+        tail = (
+            "gave up; replayable" if final else f"retrying in {JOB_RETRY_INTERVALS[attempt - 1]} s"
+        )
+        ctx.store.record_outcome(outcome="failed", detail=f"{reason}: {exc}; {tail}", **common)
+        raise
+    ctx.store.record_outcome(
+        outcome=result.outcome, detail=result.detail, **{**common, "mapping_id": result.mapping_id}
+    )
+    log.info(
+        "%s %s %s %r for %s: %s",
+        ev.event_id,
+        ev.source,
+        ev.op,
+        ev.tag,
+        mask_email(ev.email),
+        result.outcome,
+    )
+    return {"outcome": result.outcome, "detail": result.detail}

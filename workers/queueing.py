@@ -1,0 +1,145 @@
+"""Durable, deduplicated ingest: the receiver's only write path.
+
+One Lua script per webhook request marks each delivery as seen AND saves and queues its RQ job,
+atomically: either both happen or neither does, so a sender's retry after a failed enqueue is
+never dropped as a duplicate (DESIGN.md section 10). One round trip per request, however many
+events it carries. The jobs are ordinary RQ jobs (JSON-serialised), run by `tagsync worker`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from enum import Enum
+
+from redis import Redis
+from rq import Queue, Retry
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+from rq.utils import now
+
+from .events import TagEvent
+from .retry import JOB_RETRY_INTERVALS, JOB_RETRY_MAX
+
+DEDUP_TTL = 7 * 24 * 3600  # seconds a delivery id is remembered (KlCode and AC retry within hours)
+JOB_TIMEOUT = 300  # seconds one event job may run (HTTP retries and rate-limit waits included)
+RESULT_TTL = 3600  # seconds a finished job is kept for the dashboard
+FAILURE_TTL = 30 * 24 * 3600  # seconds a failed job stays replayable
+LAST_WEBHOOK_KEY = "tagsync:last_webhook:{source}"
+PROCESS_EVENT = "workers.jobs.process_event"
+
+_INGEST = """
+-- KEYS[1] rq:queues, KEYS[2] queue key, KEYS[3] last-webhook key,
+-- then per event: KEYS[2+2i] dedup key, KEYS[3+2i] job key
+-- ARGV[1] queue key, ARGV[2] dedup ttl, ARGV[3] now, ARGV[4] job ttl (-1: none),
+-- then per event: job id, number of hset args, hset args...
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[3], ARGV[3])
+local out = {}
+local a = 5
+local k = 4
+while k <= #KEYS do
+  local job_id = ARGV[a]
+  local n = tonumber(ARGV[a + 1])
+  if redis.call('SET', KEYS[k], job_id, 'NX', 'EX', tonumber(ARGV[2])) then
+    redis.call('HSET', KEYS[k + 1], unpack(ARGV, a + 2, a + 1 + n))
+    redis.call('RPUSH', KEYS[2], job_id)
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+  a = a + 2 + n
+  k = k + 2
+end
+return out
+"""
+
+
+def dedup_key(event_id: str) -> str:
+    return f"tagsync:seen:{event_id}"
+
+
+def mask_email(email: str) -> str:
+    """j***@example.com: enough to recognise a customer in logs, not enough to harvest."""
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}***@{domain}" if domain else "***"
+
+
+def _hset_args(job: Job) -> list[str | bytes | int | float]:
+    out: list[str | bytes | int | float] = []
+    for key, value in job.to_dict().items():
+        if value is None:
+            continue
+        out.append(key)
+        if isinstance(value, Enum):
+            out.append(str(value.value))
+        elif isinstance(value, (bytes, str, int, float)):
+            out.append(value)
+        else:
+            out.append(str(value))
+    return out
+
+
+class EventQueue:
+    """Puts events on the RQ queue exactly once per delivery id."""
+
+    def __init__(self, redis: Redis, queue_name: str, *, dedup_ttl: int = DEDUP_TTL) -> None:
+        self.redis = redis
+        self.queue = Queue(queue_name, connection=redis, serializer=JSONSerializer)
+        self.dedup_ttl = dedup_ttl
+        self._script = redis.register_script(_INGEST)
+
+    def make_job(self, event: TagEvent) -> Job:
+        job = Job.create(
+            PROCESS_EVENT,
+            args=[event.to_dict()],
+            connection=self.redis,
+            serializer=JSONSerializer,
+            id=uuid.uuid4().hex,
+            timeout=JOB_TIMEOUT,
+            result_ttl=RESULT_TTL,
+            failure_ttl=FAILURE_TTL,
+            retry=Retry(max=JOB_RETRY_MAX, interval=JOB_RETRY_INTERVALS),
+            description=(
+                f"{event.source} {event.op} {event.tag!r} "
+                f"for {mask_email(event.email)} [{event.event_id}]"
+            ),
+            origin=self.queue.name,
+            meta={"event_id": event.event_id, "source": event.source},
+        )
+        job.enqueued_at = now()
+        job._status = JobStatus.QUEUED  # what Queue.enqueue_job sets before saving
+        return job
+
+    def push(self, events: Sequence[TagEvent], *, source: str) -> list[bool]:
+        """Enqueue each event unless its delivery id was seen; True where newly queued.
+
+        Raises:
+            redis.RedisError: nothing was made durable; the caller answers 503.
+        """
+        keys = [
+            self.queue.redis_queues_keys,
+            self.queue.key,
+            LAST_WEBHOOK_KEY.format(source=source),
+        ]
+        args: list[str | bytes | int | float] = [
+            self.queue.key,
+            self.dedup_ttl,
+            f"{time.time():.3f}",
+            -1,
+        ]
+        for event in events:
+            job = self.make_job(event)
+            fields = _hset_args(job)
+            keys += [dedup_key(event.event_id), job.key]
+            args += [job.id, len(fields), *fields]
+        if not events:
+            self.redis.set(keys[2], f"{time.time():.3f}")
+            return []
+        return [bool(x) for x in self._script(keys=keys, args=args)]
+
+
+def last_webhook_at(redis: Redis, source: str) -> float | None:
+    raw = redis.get(LAST_WEBHOOK_KEY.format(source=source))
+    return float(raw) if raw else None
