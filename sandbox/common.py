@@ -1,0 +1,174 @@
+"""Shared parts of the stand-ins: serving in a thread, request stats, async webhook delivery."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+from flask import Flask
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+log = logging.getLogger(__name__)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_request(self, *args: Any, **kwargs: Any) -> None:  # one line per request is noise here
+        pass
+
+
+class ServerThread:
+    """A real HTTP server (werkzeug, threaded) on loopback, run in a daemon thread."""
+
+    def __init__(self, app: Flask, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.server: BaseWSGIServer = make_server(
+            host, port, app, threaded=True, request_handler=_QuietHandler
+        )
+        self.host = host
+        self.port = self.server.server_port
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> ServerThread:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+@dataclass
+class Stats:
+    """What a stand-in saw: requests by route and status, writes, and per-second peaks."""
+
+    requests: Counter = field(default_factory=Counter)
+    statuses: Counter = field(default_factory=Counter)
+    writes: Counter = field(default_factory=Counter)
+    webhooks_sent: int = 0
+    webhooks_failed: int = 0
+    arrivals: deque = field(default_factory=lambda: deque(maxlen=100_000))
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def note_request(self, route: str) -> None:
+        with self.lock:
+            self.requests[route] += 1
+            self.arrivals.append(time.monotonic())
+
+    def note_status(self, status: int) -> None:
+        with self.lock:
+            self.statuses[str(status)] += 1
+
+    def note_write(self, kind: str) -> None:
+        with self.lock:
+            self.writes[kind] += 1
+
+    def max_in_window(self, window: float = 1.0) -> int:
+        """The most requests that arrived within any `window` seconds."""
+        with self.lock:
+            times = list(self.arrivals)
+        best, j = 0, 0
+        for i, t in enumerate(times):
+            while t - times[j] >= window:
+                j += 1
+            best = max(best, i - j + 1)
+        return best
+
+    def reset(self) -> None:
+        with self.lock:
+            self.requests.clear()
+            self.statuses.clear()
+            self.writes.clear()
+            self.arrivals.clear()
+            self.webhooks_sent = 0
+            self.webhooks_failed = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        peak = self.max_in_window()
+        with self.lock:
+            return {
+                "requests": dict(self.requests),
+                "total_requests": sum(self.requests.values()),
+                "statuses": dict(self.statuses),
+                "writes": dict(self.writes),
+                "webhooks_sent": self.webhooks_sent,
+                "webhooks_failed": self.webhooks_failed,
+                "max_requests_per_second": peak,
+            }
+
+
+class Outbox:
+    """Delivers webhooks from a background thread, like the real systems do (asynchronously).
+
+    `retries` is how many times a failed delivery is tried again (AC: never; KlCode: a few).
+    """
+
+    def __init__(
+        self, stats: Stats, *, retries: int = 0, backoff: float = 1.0, timeout: float = 5.0
+    ) -> None:
+        self.stats = stats
+        self.retries = retries
+        self.backoff = backoff
+        self.timeout = timeout
+        self.session = requests.Session()
+        self._q: queue.Queue[tuple[Callable[[], tuple[str, dict[str, Any]]], int] | None] = (
+            queue.Queue()
+        )
+        self._pending = 0
+        self._cv = threading.Condition()
+        self.paused = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def send(self, build: Callable[[], tuple[str, dict[str, Any]]]) -> None:
+        """Queue a delivery; `build` returns (url, requests kwargs) at send time."""
+        with self._cv:
+            self._pending += 1
+        self._q.put((build, 0))
+
+    def idle(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued delivery has been attempted (for tests)."""
+        with self._cv:
+            return self._cv.wait_for(lambda: self._pending == 0, timeout=timeout)
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            build, attempt = item
+            while self.paused:
+                time.sleep(0.05)
+            ok = False
+            try:
+                url, kwargs = build()
+                resp = self.session.post(url, timeout=self.timeout, **kwargs)
+                ok = 200 <= resp.status_code < 300
+            except requests.RequestException as exc:
+                log.info("webhook delivery failed: %s", type(exc).__name__)
+            if not ok and attempt < self.retries:
+                threading.Timer(
+                    self.backoff * (2**attempt), self._q.put, args=((build, attempt + 1),)
+                ).start()
+                continue
+            with self.stats.lock:
+                if ok:
+                    self.stats.webhooks_sent += 1
+                else:
+                    self.stats.webhooks_failed += 1
+            with self._cv:
+                self._pending -= 1
+                self._cv.notify_all()
+
+    def close(self) -> None:
+        self._q.put(None)

@@ -1,0 +1,468 @@
+"""The `tagsync` command. Errors print one clear line and exit non-zero."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+import requests
+
+from mapping_store import (
+    DIRECTIONS,
+    SCHEDULES,
+    DuplicateMapping,
+    InvalidMapping,
+    MappingNotFound,
+    Store,
+    StoreError,
+)
+from workers.activecampaign import ActiveCampaignClient
+from workers.config import Settings
+from workers.context import Context, connect_redis, resolve_redis_url, set_context
+from workers.errors import NotConfigured, SyncError
+from workers.logs import setup_logging
+from workers.mappings import ACUnavailable, UnknownACTag, create_mapping, update_mapping
+
+log = logging.getLogger("tagsync")
+
+AC_WEBHOOK_EVENTS = ["contact_tag_added", "contact_tag_removed"]
+AC_WEBHOOK_SOURCES = ["public", "admin", "api", "system"]
+DEFAULT_WORKERS = 2
+SANDBOX_MAPPINGS = [
+    ("VIP Customer", "bidirectional"),
+    ("Cancelled - Last 30 Days", "klcode_to_ac"),
+    ("Reactivated", "klcode_to_ac"),
+    ("Webinar Attendee - March 2026", "ac_to_klcode"),
+]
+
+
+class Fail(click.ClickException):
+    """One line on stderr, exit 1."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"tagsync: error: {self.message}", err=True)
+
+
+@contextmanager
+def friendly_errors() -> Iterator[None]:
+    try:
+        yield
+    except (NotConfigured, ACUnavailable, UnknownACTag, DuplicateMapping, MappingNotFound) as exc:
+        raise Fail(str(exc)) from exc
+    except InvalidMapping as exc:
+        raise Fail(f"invalid {exc.field}: {exc.message}") from exc
+    except (StoreError, SyncError) as exc:
+        raise Fail(str(exc)) from exc
+    except ValueError as exc:
+        raise Fail(str(exc)) from exc
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ValueError as exc:
+        raise Fail(str(exc)) from exc
+
+
+def _store(settings: Settings) -> Store:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(settings.effective_database_url)
+    store.init_schema()
+    return store
+
+
+def _ac(settings: Settings) -> ActiveCampaignClient | None:
+    if not settings.ac_api_url:
+        return None
+    limiter = None
+    url = settings.redis_url or None
+    if url is None:
+        from workers.embedded import discover  # noqa: PLC0415
+
+        url = discover(settings.data_dir)
+    if url:
+        from workers.ratelimit import RateLimiter  # noqa: PLC0415
+
+        limiter = RateLimiter(
+            connect_redis(url), key="tagsync:ratelimit:ac", rate=settings.ac_rate_limit
+        )
+    return ActiveCampaignClient(
+        session=requests.Session(),
+        base_url=settings.ac_api_url,
+        api_token=settings.ac_api_token,
+        timeout=settings.http_timeout,
+        limiter=limiter,
+    )
+
+
+@click.group()
+def main() -> None:
+    """tagsync: real-time tag sync between KlCode and ActiveCampaign."""
+
+
+# -- processes ----------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--host", default="0.0.0.0", show_default=True)
+@click.option("--port", type=int, default=None, help="default: $PORT or 8000")
+@click.option("--workers", "web_workers", type=int, default=2, show_default=True)
+def web(host: str, port: int | None, web_workers: int) -> None:
+    """Run the receiver, API and health endpoints under gunicorn."""
+    settings = _settings()
+    argv = _gunicorn_argv(host, port or settings.port, web_workers)
+    os.execvp(argv[0], argv)
+
+
+def _gunicorn_argv(host: str, port: int, web_workers: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        f"{host}:{port}",
+        "--workers",
+        str(web_workers),
+        "--worker-class",
+        "gthread",
+        "--threads",
+        "4",
+        "--graceful-timeout",
+        "10",
+        "--access-logfile",
+        "-",
+        "webhooks:create_app()",
+    ]
+
+
+@main.command()
+@click.option("--burst", is_flag=True, help="exit when the queue is empty")
+@click.option("--log-level", default="INFO", show_default=True)
+def worker(burst: bool, log_level: str) -> None:
+    """Run one RQ worker (with RQ's scheduler, for delayed retries)."""
+    from rq import Queue, SimpleWorker  # noqa: PLC0415
+    from rq.serializers import JSONSerializer  # noqa: PLC0415
+
+    setup_logging(log_level)
+    settings = _settings()
+    with friendly_errors():
+        ctx = Context.build(settings)
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        ctx.store.init_schema()
+    set_context(ctx)
+    queue = Queue(settings.queue_name, connection=ctx.redis, serializer=JSONSerializer)
+    # SimpleWorker runs jobs in this process: the HTTP sessions, Redis scripts and DB pool stay
+    # warm across jobs (3x the throughput of fork-per-job here, see shared/PLATFORM.md).
+    w = SimpleWorker([queue], connection=ctx.redis, serializer=JSONSerializer)
+    w.work(burst=burst, with_scheduler=True, logging_level=log_level)
+
+
+@main.command()
+@click.option("--workers", "n_workers", type=int, default=DEFAULT_WORKERS, show_default=True)
+@click.option("--port", type=int, default=None, help="web port (default $PORT or 8000)")
+def run(n_workers: int, port: int | None) -> None:
+    """Run everything on this machine: Redis, web, workers (and the sandbox if unconfigured)."""
+    from .runner import Runner  # noqa: PLC0415
+
+    setup_logging("WARNING")
+    settings = _settings()
+    Runner(settings, n_workers=n_workers, port=port or settings.port).run()
+
+
+@main.command()
+@click.option("--ac-port", type=int, default=8101, show_default=True)
+@click.option("--klcode-port", type=int, default=8102, show_default=True)
+@click.option("--klcode-webhook-url", default=None, help="where the KlCode stand-in sends webhooks")
+def sandbox(ac_port: int, klcode_port: int, klcode_webhook_url: str | None) -> None:
+    """Run only the local AC and KlCode stand-ins (seeded), until Ctrl-C."""
+    from sandbox import Sandbox  # noqa: PLC0415
+
+    settings = _settings()
+    sb = Sandbox(
+        ac_port=ac_port,
+        klcode_port=klcode_port,
+        klcode_secret=settings.klcode_webhook_secret or "sandbox-klcode-secret",
+    ).start()
+    if klcode_webhook_url:
+        sb.point_klcode_webhooks(klcode_webhook_url)
+    click.echo(f"SANDBOX ActiveCampaign stand-in: {sb.ac_url}  (Api-Token: {sb.ac.api_token})")
+    click.echo(f"SANDBOX KlCode stand-in:         {sb.klcode_url}  (API key: {sb.klcode.api_key})")
+    click.echo("Ctrl-C stops them.")
+    _wait_for_signal()
+    sb.stop()
+
+
+def _wait_for_signal() -> None:
+    stop = {"now": False}
+
+    def handler(*_: Any) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    while not stop["now"]:
+        time.sleep(0.2)
+
+
+# -- mappings -----------------------------------------------------------------------------
+
+
+ROW = "{:>4}  {:<32} {:>6}  {:<32} {:<14} {:<8} {:<6} {:>6}"
+
+
+def _mapping_line(m: Any) -> str:
+    count = "-" if m.customer_count is None else str(m.customer_count)
+    state = "active" if m.active else "inactive"
+    return ROW.format(
+        m.id, m.klcode_tag, m.ac_tag_id, m.ac_tag_name, m.direction, state, m.schedule, count
+    )
+
+
+@main.group()
+def mappings() -> None:
+    """List, add, edit and delete tag mappings."""
+
+
+@mappings.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def mappings_list(as_json: bool) -> None:
+    """Show every mapping."""
+    with friendly_errors():
+        rows = _store(_settings()).list_mappings()
+    if as_json:
+        click.echo(json.dumps({"mappings": [m.to_dict() for m in rows]}, indent=2))
+        return
+    click.echo(
+        ROW.format("ID", "KLCODE TAG", "AC ID", "AC TAG", "DIRECTION", "STATUS", "SCHED", "COUNT")
+    )
+    for m in rows:
+        click.echo(_mapping_line(m))
+
+
+direction_opt = click.option("--direction", type=click.Choice(DIRECTIONS), default=None)
+schedule_opt = click.option("--schedule", type=click.Choice(SCHEDULES), default=None)
+
+
+@mappings.command("add")
+@click.option("--klcode-tag", required=True)
+@click.option("--ac-tag-id", type=click.IntRange(min=1), required=True)
+@direction_opt
+@click.option("--inactive", is_flag=True)
+@schedule_opt
+@click.option("--json", "as_json", is_flag=True)
+def mappings_add(
+    klcode_tag: str,
+    ac_tag_id: int,
+    direction: str | None,
+    inactive: bool,
+    schedule: str | None,
+    as_json: bool,
+) -> None:
+    """Map a KlCode tag to an AC tag id (checked against AC)."""
+    settings = _settings()
+    with friendly_errors():
+        m = create_mapping(
+            _store(settings),
+            _ac(settings),
+            klcode_tag=klcode_tag,
+            ac_tag_id=ac_tag_id,
+            direction=direction or "bidirectional",
+            active=not inactive,
+            schedule=schedule or "off",
+        )
+    click.echo(
+        json.dumps(m.to_dict(), indent=2)
+        if as_json
+        else f"added mapping {m.id}: {m.klcode_tag!r} <-> AC tag {m.ac_tag_id} "
+        f"{m.ac_tag_name!r} ({m.direction})"
+    )
+
+
+@mappings.command("edit")
+@click.argument("mapping_id", type=int)
+@click.option("--klcode-tag", default=None)
+@click.option("--ac-tag-id", type=click.IntRange(min=1), default=None)
+@direction_opt
+@click.option("--active/--inactive", default=None)
+@schedule_opt
+@click.option("--json", "as_json", is_flag=True)
+def mappings_edit(
+    mapping_id: int,
+    klcode_tag: str | None,
+    ac_tag_id: int | None,
+    direction: str | None,
+    active: bool | None,
+    schedule: str | None,
+    as_json: bool,
+) -> None:
+    """Change a mapping's fields."""
+    fields = {
+        k: v
+        for k, v in {
+            "klcode_tag": klcode_tag,
+            "ac_tag_id": ac_tag_id,
+            "direction": direction,
+            "active": active,
+            "schedule": schedule,
+        }.items()
+        if v is not None
+    }
+    if not fields:
+        raise Fail("nothing to change: give at least one option (see --help)")
+    settings = _settings()
+    with friendly_errors():
+        m = update_mapping(_store(settings), _ac(settings), mapping_id, **fields)
+    click.echo(
+        json.dumps(m.to_dict(), indent=2)
+        if as_json
+        else f"updated mapping {m.id}: {_mapping_line(m).strip()}"
+    )
+
+
+@mappings.command("delete")
+@click.argument("mapping_id", type=int)
+def mappings_delete(mapping_id: int) -> None:
+    """Delete a mapping. Tags already applied stay in both systems."""
+    with friendly_errors():
+        _store(_settings()).delete_mapping(mapping_id)
+    click.echo(f"deleted mapping {mapping_id} (tags already applied stay in both systems)")
+
+
+# -- sync log and failed jobs -------------------------------------------------------------
+
+
+@main.command("log")
+@click.option("--email", default=None)
+@click.option("--mapping", "mapping_id", type=int, default=None)
+@click.option("--outcome", default=None)
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def log_cmd(
+    email: str | None, mapping_id: int | None, outcome: str | None, limit: int, as_json: bool
+) -> None:
+    """Show the sync log, newest first."""
+    with friendly_errors():
+        entries = _store(_settings()).sync_log(
+            email=email, mapping_id=mapping_id, outcome=outcome, limit=limit
+        )
+    if as_json:
+        click.echo(json.dumps({"entries": [e.to_dict() for e in entries]}, indent=2))
+        return
+    for e in entries:
+        when = e.at.strftime("%Y-%m-%d %H:%M:%S")
+        click.echo(
+            f"{when}  {e.source:<7} {e.op or '-':<6} {e.outcome:<17} m={e.mapping_id or '-'} "
+            f"{e.email or '-'}  {e.tag or ''}  {e.detail}"
+        )
+
+
+@main.group()
+def failed() -> None:
+    """Inspect and replay events whose jobs failed."""
+
+
+def _failed_registry() -> tuple[Any, Any]:
+    from rq import Queue  # noqa: PLC0415
+    from rq.serializers import JSONSerializer  # noqa: PLC0415
+
+    settings = _settings()
+    with friendly_errors():
+        redis = connect_redis(resolve_redis_url(settings))
+    queue = Queue(settings.queue_name, connection=redis, serializer=JSONSerializer)
+    return queue, queue.failed_job_registry
+
+
+@failed.command("list")
+def failed_list() -> None:
+    """Failed jobs with the reason each failed."""
+    queue, registry = _failed_registry()
+    ids = registry.get_job_ids()
+    if not ids:
+        click.echo("no failed jobs")
+        return
+    for job in queue.job_class.fetch_many(
+        ids, connection=queue.connection, serializer=queue.serializer
+    ):
+        if job is None:
+            continue
+        reason = (job.latest_result().exc_string if job.latest_result() else "") or ""
+        last = reason.strip().splitlines()[-1] if reason.strip() else "unknown"
+        click.echo(f"{job.id}  {job.description}  {last}")
+
+
+@failed.command("replay")
+@click.argument("job_id", required=False)
+@click.option("--all", "replay_all", is_flag=True)
+def failed_replay(job_id: str | None, replay_all: bool) -> None:
+    """Re-run failed events through the same sync path (the ordering guard still applies)."""
+    if not job_id and not replay_all:
+        raise Fail("give a JOB_ID or --all")
+    queue, registry = _failed_registry()
+    ids = registry.get_job_ids() if replay_all else [job_id]
+    done = 0
+    for jid in ids:
+        try:
+            registry.requeue(jid)
+            done += 1
+        except Exception as exc:  # rq raises InvalidJobOperation / NoSuchJobError
+            raise Fail(f"cannot replay {jid}: {exc}") from exc
+    click.echo(f"requeued {done} job(s)")
+
+
+# -- AC webhook ---------------------------------------------------------------------------
+
+
+@main.group("ac-webhook")
+def ac_webhook() -> None:
+    """Manage the AC webhook that reports tag changes to tagsync."""
+
+
+def install_ac_webhook(
+    ac: ActiveCampaignClient, url: str, echo: Callable[[str], None] = click.echo
+) -> bool:
+    """Register the webhook unless one for this URL exists; True if created."""
+    existing = ac.find_webhooks(url)
+    if existing:
+        echo(f"AC webhook already installed (id {existing[0].get('id')}) for this URL")
+        return False
+    hook = ac.create_webhook(
+        name="tagsync", url=url, events=AC_WEBHOOK_EVENTS, sources=AC_WEBHOOK_SOURCES
+    )
+    echo(f"AC webhook installed (id {hook.get('id')}) for contact_tag_added/removed")
+    return True
+
+
+@ac_webhook.command("install")
+@click.option(
+    "--url", required=True, help="https://host/webhooks/activecampaign/<AC_WEBHOOK_TOKEN>"
+)
+def ac_webhook_install(url: str) -> None:
+    """Register the webhook in AC (idempotent: an existing one for the URL is kept)."""
+    settings = _settings()
+    ac = _ac(settings)
+    if ac is None:
+        raise Fail("AC_API_URL is not set")
+    if settings.ac_webhook_token and not url.rstrip("/").endswith(settings.ac_webhook_token):
+        click.echo(
+            "warning: the URL does not end with AC_WEBHOOK_TOKEN; the receiver will answer 401",
+            err=True,
+        )
+    with friendly_errors():
+        install_ac_webhook(ac, url)
+
+
+def random_secret() -> str:
+    return secrets.token_urlsafe(24)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
