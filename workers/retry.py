@@ -17,7 +17,8 @@ from tenacity import (
     retry,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from .errors import TransientError
@@ -27,7 +28,7 @@ MAX_RETRY_AFTER = 30.0  # seconds we wait inside a job; longer outages go to RQ'
 JOB_RETRY_INTERVALS = [20, 90, 360]  # seconds between RQ-level attempts of a job
 JOB_RETRY_MAX = len(JOB_RETRY_INTERVALS)
 
-_backoff = wait_exponential_jitter(initial=0.5, max=8, jitter=0.5)
+_backoff = wait_exponential(multiplier=0.5, max=8) + wait_random(0, 0.5)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -89,15 +89,11 @@ def decide(
     state: KeyState, event: TagEvent, mapping: Mapping, *, skew: float = ECHO_SKEW
 ) -> Decision:
     """Pure: what to do with a (non-echo) event given the key's state."""
-    if state.ts is not None and state.eid != event.event_id:
-        if event.occurred_at < state.ts:
-            return Decision(
-                stale=True, detail=f"a newer change ({state.src} {state.op}) happened later"
-            )
-        if event.occurred_at == state.ts and event.op != state.op:
-            return Decision(
-                stale=True, detail=f"a simultaneous change ({state.src} {state.op}) came first"
-            )
+    # Equal times (AC stamps whole seconds) go to the later arrival: webhooks mostly come in order.
+    if state.ts is not None and state.eid != event.event_id and event.occurred_at < state.ts:
+        return Decision(
+            stale=True, detail=f"a newer change ({state.src} {state.op}) happened later"
+        )
     source, target = event.source, other(event.source)
     ours = state.writes.get(source)
     restore = bool(

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import time
+
+import fakeredis
+import pytest
+
+from workers.ratelimit import RateLimiter, RateLimitTimeout
+
+
+def test_grants_at_most_limit_per_window() -> None:
+    limiter = RateLimiter(fakeredis.FakeRedis(), key="rl", rate=5, max_wait=0.01)
+    for _ in range(5):
+        assert limiter.acquire() < 0.01
+    with pytest.raises(RateLimitTimeout):
+        limiter.acquire()
+
+
+def test_waits_for_the_window_to_slide() -> None:
+    limiter = RateLimiter(fakeredis.FakeRedis(), key="rl", rate=20, max_wait=5)
+    start = time.monotonic()
+    for _ in range(25):
+        limiter.acquire()
+    elapsed = time.monotonic() - start
+    assert elapsed >= 1.0  # 20 in the first window, 5 more only after it slides
+    assert limiter.stats.waits >= 1
+
+
+def test_shared_between_limiter_instances() -> None:
+    redis = fakeredis.FakeRedis()
+    a = RateLimiter(redis, key="rl", rate=3, max_wait=0.01)
+    b = RateLimiter(redis, key="rl", rate=3, max_wait=0.01)
+    a.acquire()
+    b.acquire()
+    a.acquire()
+    with pytest.raises(RateLimitTimeout):
+        b.acquire()
+
+
+def test_block_pauses_everyone() -> None:
+    redis = fakeredis.FakeRedis()
+    limiter = RateLimiter(redis, key="rl", rate=100, max_wait=0.05)
+    limiter.block(2)
+    with pytest.raises(RateLimitTimeout):
+        limiter.acquire()
+
+
+def test_fractional_rates() -> None:
+    limiter = RateLimiter(fakeredis.FakeRedis(), key="rl", rate=0.5, max_wait=0.01)
+    assert (limiter.limit, limiter.window_ms) == (1, int(2000 * 1.03))
+    with pytest.raises(ValueError, match="positive"):
+        RateLimiter(fakeredis.FakeRedis(), key="rl", rate=0)
