@@ -190,7 +190,13 @@ def parse_ac(form: dict[str, str], *, received_at: float, tz_name: str = "UTC") 
     contact = loaded["contact"]
     event = TagEvent(
         source="ac",
-        event_id=ac_event_id(kind, contact["id"], loaded["tag"], loaded["date_time"]),
+        event_id=ac_event_id(
+            kind,
+            contact["id"],
+            loaded["tag"],
+            loaded["date_time"],
+            loaded.get("initiated_from") or "",
+        ),
         op=AC_TYPES[kind],  # type: ignore[arg-type]
         email=email_key(contact["email"]),
         tag=loaded["tag"].strip(),

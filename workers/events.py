@@ -53,7 +53,20 @@ def klcode_event_id(raw_id: str) -> str:
     return f"kl:{raw_id}"
 
 
-def ac_event_id(event_type: str, contact_id: str, tag: str, date_time: str) -> str:
-    """AC sends no event id: a redelivery repeats type, contact, tag and date_time exactly."""
-    raw = "\x1f".join((event_type, contact_id.strip(), tag_key(tag), date_time.strip()))
+def ac_event_id(
+    event_type: str, contact_id: str, tag: str, date_time: str, initiated_from: str = ""
+) -> str:
+    """AC sends no event id: a redelivery repeats every field exactly.
+
+    date_time has whole seconds, so `initiated_from` keeps a person's change and our own
+    write's echo in the same second apart.
+    """
+    parts = (
+        event_type,
+        contact_id.strip(),
+        tag_key(tag),
+        date_time.strip(),
+        initiated_from.strip(),
+    )
+    raw = "\x1f".join(parts)
     return "ac:" + hashlib.sha256(raw.encode()).hexdigest()[:32]

@@ -39,6 +39,7 @@ STATE_TTL = 30 * 24 * 3600  # seconds per-key ordering state is kept after its l
 ECHO_TTL = 24 * 3600  # seconds an unconsumed echo marker is kept (matching is by time, not age)
 ECHO_SKEW = 10.0  # seconds of clock difference tolerated between us and KlCode/AC stamps
 PENDING_WRITE_WINDOW = 120.0  # seconds a marker stays matchable if its writer died mid-write
+RESTORE_SKEW = 1.0  # seconds: a change stamped this soon after our write may predate it (AC rounds)
 LOCK_TTL = 120.0  # seconds; longer than any write with its retries and rate-limit waits
 LOCK_WAIT = 30.0  # seconds a worker waits for another's lock before retrying the job later
 AC_TAG_NAME_TTL = 3600  # seconds an AC tag name -> id lookup is cached (also negative answers)
@@ -85,9 +86,7 @@ class Decision:
     restore: bool = False  # our earlier write overwrote this change: write it back to its source
 
 
-def decide(
-    state: KeyState, event: TagEvent, mapping: Mapping, *, skew: float = ECHO_SKEW
-) -> Decision:
+def decide(state: KeyState, event: TagEvent, mapping: Mapping) -> Decision:
     """Pure: what to do with a (non-echo) event given the key's state."""
     # Equal times (AC stamps whole seconds) go to the later arrival: webhooks mostly come in order.
     if state.ts is not None and state.eid != event.event_id and event.occurred_at < state.ts:
@@ -97,7 +96,9 @@ def decide(
     source, target = event.source, other(event.source)
     ours = state.writes.get(source)
     restore = bool(
-        ours and ours.op != event.op and ours.src_ts < event.occurred_at <= ours.finished + skew
+        ours
+        and ours.op != event.op
+        and ours.src_ts < event.occurred_at <= ours.finished + RESTORE_SKEW
     )
     copy_to = target if mapping.allows(source, target) else None
     return Decision(copy_to=copy_to, restore=restore)
@@ -181,7 +182,7 @@ class SyncEngine:
             state = KeyState.from_json(self.redis.get(state_key))
             if self._consume_echo(event, mapping):
                 return Result("echo", "our own write, reported back", mapping.id)
-            decision = decide(state, event, mapping, skew=self.echo_skew)
+            decision = decide(state, event, mapping)
             if decision.stale:
                 return Result("stale", decision.detail, mapping.id)
             state.ts, state.op, state.src, state.eid = (
