@@ -1,11 +1,47 @@
 from __future__ import annotations
 
+import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from mapping_store import DuplicateMapping, InvalidMapping, MappingNotFound, Store
+from mapping_store.models import Base
+
+POSTGRES_URL = os.environ.get("TAGSYNC_TEST_POSTGRES_URL", "")
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def _url(backend: str, tmp_path: Path) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    if not POSTGRES_URL:
+        pytest.skip("TAGSYNC_TEST_POSTGRES_URL is not set (.ci/run provides a PostgreSQL server)")
+    return POSTGRES_URL
+
+
+def _wipe(url: str) -> None:
+    if url.startswith("postgresql"):
+        s = Store(url)
+        Base.metadata.drop_all(s.engine)
+        with s.engine.begin() as conn:
+            conn.execute(text("DROP TABLE IF EXISTS tagsync_schema_lock"))
+        s.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """Every store test runs on SQLite and, where one is available, a real PostgreSQL."""
+    url = _url(request.param, tmp_path)
+    _wipe(url)
+    s = Store(url)
+    s.init_schema()
+    yield s
+    s.dispose()
+    _wipe(url)
 
 
 def test_create_and_find_mapping_by_either_name(store: Store) -> None:
@@ -86,8 +122,10 @@ def test_one_log_entry_per_event_across_retries(store: Store) -> None:
         store.record_outcome(source="ac", outcome="maybe")
 
 
-def test_schema_init_is_safe_concurrently(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'race.db'}"
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_schema_init_is_safe_concurrently(backend: str, tmp_path: Path) -> None:
+    url = _url(backend, tmp_path)
+    _wipe(url)
     errors: list[BaseException] = []
 
     def init() -> None:
@@ -103,3 +141,4 @@ def test_schema_init_is_safe_concurrently(tmp_path: Path) -> None:
         t.join()
     assert errors == []
     assert Store(url).list_mappings() == []
+    _wipe(url)
