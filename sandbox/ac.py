@@ -20,7 +20,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
-from .common import Outbox, Stats
+from .common import Faults, Outbox, Stats, add_controls, fault_response
 
 PAGE_MAX = 100
 DEFAULT_RATE = 5  # requests per second per account, as AC enforces
@@ -29,17 +29,6 @@ DEFAULT_RATE = 5  # requests per second per account, as AC enforces
 def _now_iso(offset_hours: int) -> str:
     tz = timezone(timedelta(hours=offset_hours))
     return datetime.now(tz).replace(microsecond=0).isoformat()
-
-
-@dataclass
-class Faults:
-    """Injected misbehaviour: answer `status` to the next `count` API calls, or delay them."""
-
-    status: int | None = None
-    count: int = 0
-    until: float = 0.0
-    delay: float = 0.0
-    retry_after: str | None = None
 
 
 @dataclass
@@ -236,12 +225,9 @@ def create_ac_app(state: ACState) -> Flask:
                     resp.headers["RateLimit-Remaining"] = "0"
                     return resp, 429
                 state._window.append(now)
-            if f.status and (f.count > 0 or time.time() < f.until):
-                f.count = max(0, f.count - 1)
-                resp = jsonify({"message": "Service Unavailable"})
-                if f.retry_after:
-                    resp.headers["Retry-After"] = f.retry_after
-                return resp, f.status
+            injected = f.injected()
+        if injected:
+            return fault_response(*injected, {"message": "Service Unavailable"})
         return None
 
     @app.after_request
@@ -527,29 +513,7 @@ def create_ac_app(state: ACState) -> Flask:
 
     # -- sandbox controls (not part of AC's API) ------------------------------------------
 
-    @app.get("/_sandbox/stats")
-    def stats() -> Response:
-        return jsonify(state.stats.to_dict())
-
-    @app.post("/_sandbox/stats/reset")
-    def reset_stats() -> Response:
-        state.stats.reset()
-        return jsonify({"status": "ok"})
-
-    @app.post("/_sandbox/faults")
-    def faults() -> Response:
-        body = request.get_json(silent=True) or {}
-        with state.lock:
-            state.faults = Faults(
-                status=body.get("status"),
-                count=int(body.get("count", 0)),
-                until=time.time() + float(body.get("seconds", 0)),
-                delay=float(body.get("delay", 0)),
-                retry_after=body.get("retry_after"),
-            )
-            if "rate_limit" in body:
-                state.rate_limit = body["rate_limit"]
-        return jsonify({"status": "ok"})
+    add_controls(app, state)
 
     @app.post("/_sandbox/tag")
     def admin_tag() -> Any:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
-from flask import Flask
+from flask import Flask, Response, jsonify, request
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,66 @@ class Stats:
                 "webhooks_failed": self.webhooks_failed,
                 "max_requests_per_second": peak,
             }
+
+
+@dataclass
+class Faults:
+    """Injected misbehaviour: answer `status` to the next `count` API calls or for `until`,
+    and/or delay every call by `delay` seconds (a slow server)."""
+
+    status: int | None = None
+    count: int = 0
+    until: float = 0.0
+    delay: float = 0.0
+    retry_after: str | None = None
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Faults:
+        return cls(
+            status=body.get("status"),
+            count=int(body.get("count", 0)),
+            until=time.time() + float(body.get("seconds", 0)),
+            delay=float(body.get("delay", 0)),
+            retry_after=body.get("retry_after"),
+        )
+
+    def injected(self) -> tuple[int, str | None] | None:
+        """The (status, Retry-After) to answer now instead of serving, if any. Call under a lock."""
+        if self.status and (self.count > 0 or time.time() < self.until):
+            self.count = max(0, self.count - 1)
+            return self.status, self.retry_after
+        return None
+
+
+def fault_response(
+    status: int, retry_after: str | None, body: dict[str, Any]
+) -> tuple[Response, int]:
+    resp = jsonify(body)
+    if retry_after:
+        resp.headers["Retry-After"] = retry_after
+    return resp, status
+
+
+def add_controls(app: Flask, state: Any) -> None:
+    """Sandbox-only routes shared by both stand-ins: request stats and fault injection."""
+
+    @app.get("/_sandbox/stats")
+    def stats() -> Response:
+        return jsonify(state.stats.to_dict())
+
+    @app.post("/_sandbox/stats/reset")
+    def reset_stats() -> Response:
+        state.stats.reset()
+        return jsonify({"status": "ok"})
+
+    @app.post("/_sandbox/faults")
+    def faults() -> Response:
+        body = request.get_json(silent=True) or {}
+        with state.lock:
+            state.faults = Faults.from_json(body)
+            if "rate_limit" in body and hasattr(state, "rate_limit"):
+                state.rate_limit = body["rate_limit"]
+        return jsonify({"status": "ok"})
 
 
 class Outbox:

@@ -20,7 +20,7 @@ from flask import Flask, Response, jsonify, request
 
 from webhooks.signatures import sign
 
-from .common import Outbox, Stats
+from .common import Faults, Outbox, Stats, add_controls, fault_response
 
 
 @dataclass
@@ -32,8 +32,7 @@ class KlCodeState:
     catalogue: set[str] = field(default_factory=set)
     stats: Stats = field(default_factory=Stats)
     lock: threading.RLock = field(default_factory=threading.RLock)
-    fail_status: int | None = None
-    fail_until: float = 0.0
+    faults: Faults = field(default_factory=Faults)
     outbox: Outbox | None = None
     _seq: int = 1000
 
@@ -111,8 +110,12 @@ def create_klcode_app(state: KlCodeState) -> Flask:
         state.stats.note_request(f"{request.method} {rule}")
         if request.headers.get("Authorization") != f"Bearer {state.api_key}":
             return jsonify({"error": "unauthorized"}), 401
-        if state.fail_status and time.time() < state.fail_until:
-            return jsonify({"error": "unavailable"}), state.fail_status
+        if state.faults.delay:
+            time.sleep(state.faults.delay)
+        with state.lock:
+            injected = state.faults.injected()
+        if injected:
+            return fault_response(*injected, {"error": "unavailable"})
         return None
 
     @app.after_request
@@ -177,21 +180,7 @@ def create_klcode_app(state: KlCodeState) -> Flask:
 
     # -- sandbox controls -----------------------------------------------------------------
 
-    @app.get("/_sandbox/stats")
-    def stats() -> Response:
-        return jsonify(state.stats.to_dict())
-
-    @app.post("/_sandbox/stats/reset")
-    def reset_stats() -> Response:
-        state.stats.reset()
-        return jsonify({"status": "ok"})
-
-    @app.post("/_sandbox/faults")
-    def faults() -> Response:
-        body = request.get_json(silent=True) or {}
-        state.fail_status = body.get("status")
-        state.fail_until = time.time() + float(body.get("seconds", 0))
-        return jsonify({"status": "ok"})
+    add_controls(app, state)
 
     @app.post("/_sandbox/tag")
     def admin_tag() -> Any:
