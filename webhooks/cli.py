@@ -149,8 +149,7 @@ def _gunicorn_argv(host: str, port: int, web_workers: int) -> list[str]:
 @click.option("--log-level", default="INFO", show_default=True)
 def worker(burst: bool, log_level: str) -> None:
     """Run one RQ worker (with RQ's scheduler, for delayed retries)."""
-    from rq import Queue, SimpleWorker  # noqa: PLC0415
-    from rq.serializers import JSONSerializer  # noqa: PLC0415
+    from workers.worker import make_worker  # noqa: PLC0415
 
     setup_logging(log_level)
     settings = _settings()
@@ -159,11 +158,10 @@ def worker(burst: bool, log_level: str) -> None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         ctx.store.init_schema()
     set_context(ctx)
-    queue = Queue(settings.queue_name, connection=ctx.redis, serializer=JSONSerializer)
-    # SimpleWorker runs jobs in this process: the HTTP sessions, Redis scripts and DB pool stay
-    # warm across jobs (3x the throughput of fork-per-job here, see shared/PLATFORM.md).
-    w = SimpleWorker([queue], connection=ctx.redis, serializer=JSONSerializer)
-    w.work(burst=burst, with_scheduler=True, logging_level=log_level)
+    # Jobs run in this process (see workers/worker.py for why, and how a dead one is noticed).
+    make_worker(ctx.redis, settings.queue_name).work(
+        burst=burst, with_scheduler=True, logging_level=log_level
+    )
 
 
 @main.command()

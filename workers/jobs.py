@@ -11,6 +11,8 @@ import logging
 from typing import Any
 
 from rq import get_current_job
+from rq.exceptions import AbandonedJobError
+from rq.job import Job
 
 from .context import get_context
 from .errors import ContactNotFound, PermanentError, SyncError
@@ -90,3 +92,23 @@ def process_event(event: dict[str, Any]) -> dict[str, Any]:
         result.outcome,
     )
     return {"outcome": result.outcome, "detail": result.detail}
+
+
+def on_job_failure(job: Job, connection: Any, exc_type: type, exc: BaseException, tb: Any) -> None:
+    """Record a job whose worker died under it: the job itself never got to say why."""
+    if not issubclass(exc_type, AbandonedJobError):
+        return  # process_event recorded its own failure before raising
+    ev = TagEvent.from_dict(job.args[0])
+    left = job.retries_left or 0
+    tail = "retrying" if left > 0 else "gave up; replayable"
+    get_context().store.record_outcome(
+        source=ev.source,
+        event_id=ev.event_id,
+        email=ev.email,
+        tag=ev.tag,
+        op=ev.op,
+        outcome="failed",
+        detail=f"worker died while applying this event; {tail}",
+        attempts=JOB_RETRY_MAX - left + 1,
+        job_id=job.id,
+    )

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from enum import Enum
 
 from redis import Redis
-from rq import Queue, Retry
+from rq import Callback, Queue, Retry
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from rq.utils import now
@@ -28,6 +28,7 @@ RESULT_TTL = 3600  # seconds a finished job is kept for the dashboard
 FAILURE_TTL = 30 * 24 * 3600  # seconds a failed job stays replayable
 LAST_WEBHOOK_KEY = "tagsync:last_webhook:{source}"
 PROCESS_EVENT = "workers.jobs.process_event"
+ON_FAILURE = "workers.jobs.on_job_failure"
 
 _INGEST = """
 -- KEYS[1] rq:queues, KEYS[2] queue key, KEYS[3] last-webhook key,
@@ -101,6 +102,7 @@ class EventQueue:
             result_ttl=RESULT_TTL,
             failure_ttl=FAILURE_TTL,
             retry=Retry(max=JOB_RETRY_MAX, interval=JOB_RETRY_INTERVALS),
+            on_failure=Callback(ON_FAILURE),
             description=(
                 f"{event.source} {event.op} {event.tag!r} "
                 f"for {mask_email(event.email)} [{event.event_id}]"

@@ -210,10 +210,14 @@ def test_same_second_changes_go_to_the_later_arrival(engine, sides, mapping) -> 
     assert sides["klcode"].holders == set()
 
 
-def test_echo_after_a_replayed_duplicate_is_still_consumed_once(engine, sides, mapping, clock) -> None:
+def test_echo_after_a_replayed_duplicate_is_still_consumed_once(
+    engine, sides, mapping, clock
+) -> None:
     event = ev("klcode", "add", T0)
     engine.process(event)
-    assert engine.process(event).outcome == "already_in_sync"  # replayed: AC answers 200, no new echo
+    assert (
+        engine.process(event).outcome == "already_in_sync"
+    )  # replayed: AC answers 200, no new echo
     assert engine.process(ev("ac", "add", clock.now)).outcome == "echo"
     assert sides["klcode"].calls == []
     assert sides["ac"].calls == [(EMAIL, "add"), (EMAIL, "add")]
