@@ -68,7 +68,10 @@ def init_app(app: Flask, settings: Settings) -> None:
         except Exception:  # the receiver works without the store; /readyz reports it
             log.exception("mapping store not reachable at start-up")
     app.extensions["tagsync"] = WebContext(
-        settings, redis, store, EventQueue(redis, settings.queue_name)
+        settings,
+        redis,
+        store,
+        EventQueue(redis, settings.queue_name, retry_intervals=settings.retry_intervals),
     )
 
 

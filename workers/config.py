@@ -11,6 +11,20 @@ DEFAULT_AC_RATE_LIMIT = 5.0  # requests per second, for the whole AC account
 DEFAULT_HTTP_TIMEOUT = 10.0  # seconds, every outbound call
 DEFAULT_PORT = 8000
 DEFAULT_QUEUE = "tagsync-events"
+DEFAULT_RETRY_INTERVALS = (20, 90, 360)  # seconds: a job's delayed retries (workers/retry.py)
+
+
+def _intervals(env: dict[str, str], name: str) -> tuple[int, ...]:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return DEFAULT_RETRY_INTERVALS
+    try:
+        values = tuple(int(x) for x in raw.split(","))
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated seconds, got {raw!r}") from None
+    if not values or any(v < 0 for v in values):
+        raise ValueError(f"{name} must be comma-separated non-negative seconds, got {raw!r}")
+    return values
 
 
 def _float(env: dict[str, str], name: str, default: float) -> float:
@@ -45,6 +59,7 @@ class Settings:
     port: int = DEFAULT_PORT
     http_timeout: float = DEFAULT_HTTP_TIMEOUT
     queue_name: str = DEFAULT_QUEUE
+    retry_intervals: tuple[int, ...] = DEFAULT_RETRY_INTERVALS  # seconds between RQ-level retries
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -68,6 +83,7 @@ class Settings:
             port=int(port_raw) if port_raw else DEFAULT_PORT,
             http_timeout=_float(env, "TAGSYNC_HTTP_TIMEOUT", DEFAULT_HTTP_TIMEOUT),
             queue_name=env.get("TAGSYNC_QUEUE", "").strip() or DEFAULT_QUEUE,
+            retry_intervals=_intervals(env, "TAGSYNC_RETRY_INTERVALS"),
         )
 
     @property

@@ -92,7 +92,7 @@ class Context:
             settings,
             redis,
             store,
-            EventQueue(redis, settings.queue_name),
+            EventQueue(redis, settings.queue_name, retry_intervals=settings.retry_intervals),
             limiter,
             ac,
             klcode,

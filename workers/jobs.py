@@ -8,6 +8,7 @@ registry, replayable.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from rq import get_current_job
@@ -18,18 +19,27 @@ from .context import get_context
 from .errors import ContactNotFound, PermanentError, SyncError
 from .events import TagEvent
 from .queueing import mask_email
-from .retry import JOB_RETRY_INTERVALS, JOB_RETRY_MAX
 
 log = logging.getLogger(__name__)
 
 
-def _attempt() -> tuple[int, bool, str | None]:
-    """(attempt number, whether it is the last one RQ will make, job id)."""
-    job = get_current_job()
+@dataclass(frozen=True)
+class Attempt:
+    number: int
+    final: bool  # RQ will not run the job again
+    next_delay: int | None  # seconds until RQ's next run, if any
+    job_id: str | None
+
+
+def _attempt(job: Job | None) -> Attempt:
     if job is None:  # called directly, outside a worker
-        return 1, True, None
+        return Attempt(1, True, None, None)
     left = job.retries_left or 0
-    return max(1, JOB_RETRY_MAX - left + 1), left <= 0, job.id
+    total = int(job.meta.get("retries", left))
+    number = max(1, total - left + 1)
+    intervals = job.retry_intervals or []
+    delay = intervals[min(number - 1, len(intervals) - 1)] if intervals and left > 0 else None
+    return Attempt(number, left <= 0, delay, job.id)
 
 
 def _no_more_retries() -> None:
@@ -38,32 +48,36 @@ def _no_more_retries() -> None:
         job.retries_left = 0  # a permanent error: straight to the failed registry
 
 
-def process_event(event: dict[str, Any]) -> dict[str, Any]:
-    """Apply one tag event to the other system, or record why not."""
-    ctx = get_context()
-    ev = TagEvent.from_dict(event)
-    attempt, final, job_id = _attempt()
-    common = {
+def _common(ev: TagEvent, at: Attempt) -> dict[str, Any]:
+    return {
         "source": ev.source,
         "event_id": ev.event_id,
         "email": ev.email,
         "tag": ev.tag,
         "op": ev.op,
-        "attempts": attempt,
-        "job_id": job_id,
+        "attempts": at.number,
+        "job_id": at.job_id,
     }
+
+
+def process_event(event: dict[str, Any]) -> dict[str, Any]:
+    """Apply one tag event to the other system, or record why not."""
+    ctx = get_context()
+    ev = TagEvent.from_dict(event)
+    at = _attempt(get_current_job())
+    common = _common(ev, at)
     try:
         result = ctx.engine.process(ev)
     except ContactNotFound as exc:
-        if final:
-            detail = f"{exc}; gave up after {attempt} attempts"
+        if at.final:
+            detail = f"{exc}; gave up after {at.number} attempts"
         else:
-            detail = f"{exc}; will look again in {JOB_RETRY_INTERVALS[attempt - 1]} s"
+            detail = f"{exc}; will look again in {at.next_delay} s"
         ctx.store.record_outcome(outcome="contact_not_found", detail=detail, **common)
         log.info(
-            "%s %s: contact_not_found (attempt %d)", ev.event_id, mask_email(ev.email), attempt
+            "%s %s: contact_not_found (attempt %d)", ev.event_id, mask_email(ev.email), at.number
         )
-        if final:
+        if at.final:
             return {"outcome": "contact_not_found", "detail": detail}
         raise
     except PermanentError as exc:
@@ -74,9 +88,7 @@ def process_event(event: dict[str, Any]) -> dict[str, Any]:
         raise
     except Exception as exc:
         reason = exc.reason if isinstance(exc, SyncError) else type(exc).__name__
-        tail = (
-            "gave up; replayable" if final else f"retrying in {JOB_RETRY_INTERVALS[attempt - 1]} s"
-        )
+        tail = "gave up; replayable" if at.final else f"retrying in {at.next_delay} s"
         ctx.store.record_outcome(outcome="failed", detail=f"{reason}: {exc}; {tail}", **common)
         raise
     ctx.store.record_outcome(
@@ -99,16 +111,8 @@ def on_job_failure(job: Job, connection: Any, exc_type: type, exc: BaseException
     if not issubclass(exc_type, AbandonedJobError):
         return  # process_event recorded its own failure before raising
     ev = TagEvent.from_dict(job.args[0])
-    left = job.retries_left or 0
-    tail = "retrying" if left > 0 else "gave up; replayable"
+    at = _attempt(job)
+    tail = "gave up; replayable" if at.final else "retrying"
     get_context().store.record_outcome(
-        source=ev.source,
-        event_id=ev.event_id,
-        email=ev.email,
-        tag=ev.tag,
-        op=ev.op,
-        outcome="failed",
-        detail=f"worker died while applying this event; {tail}",
-        attempts=JOB_RETRY_MAX - left + 1,
-        job_id=job.id,
+        outcome="failed", detail=f"worker died while applying this event; {tail}", **_common(ev, at)
     )

@@ -19,8 +19,8 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from rq.utils import now
 
+from .config import DEFAULT_RETRY_INTERVALS
 from .events import TagEvent
-from .retry import JOB_RETRY_INTERVALS, JOB_RETRY_MAX
 
 DEDUP_TTL = 7 * 24 * 3600  # seconds a delivery id is remembered (KlCode and AC retry within hours)
 JOB_TIMEOUT = 300  # seconds one event job may run (HTTP retries and rate-limit waits included)
@@ -85,8 +85,16 @@ def _hset_args(job: Job) -> list[str | bytes | int | float]:
 class EventQueue:
     """Puts events on the RQ queue exactly once per delivery id."""
 
-    def __init__(self, redis: Redis, queue_name: str, *, dedup_ttl: int = DEDUP_TTL) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        queue_name: str,
+        *,
+        dedup_ttl: int = DEDUP_TTL,
+        retry_intervals: tuple[int, ...] = DEFAULT_RETRY_INTERVALS,
+    ) -> None:
         self.redis = redis
+        self.retry_intervals = list(retry_intervals)
         self.queue = Queue(queue_name, connection=redis, serializer=JSONSerializer)
         self.dedup_ttl = dedup_ttl
         self._script = redis.register_script(_INGEST)
@@ -101,14 +109,20 @@ class EventQueue:
             timeout=JOB_TIMEOUT,
             result_ttl=RESULT_TTL,
             failure_ttl=FAILURE_TTL,
-            retry=Retry(max=JOB_RETRY_MAX, interval=JOB_RETRY_INTERVALS),
+            retry=Retry(max=len(self.retry_intervals), interval=self.retry_intervals)
+            if self.retry_intervals
+            else None,
             on_failure=Callback(ON_FAILURE),
             description=(
                 f"{event.source} {event.op} {event.tag!r} "
                 f"for {mask_email(event.email)} [{event.event_id}]"
             ),
             origin=self.queue.name,
-            meta={"event_id": event.event_id, "source": event.source},
+            meta={
+                "event_id": event.event_id,
+                "source": event.source,
+                "retries": len(self.retry_intervals),
+            },
         )
         job.enqueued_at = now()
         job._status = JobStatus.QUEUED  # what Queue.enqueue_job sets before saving

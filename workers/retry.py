@@ -2,9 +2,10 @@
 
 Layer 1, inside a job: every HTTP call is tried HTTP_ATTEMPTS times on transient errors,
 waiting Retry-After when the server names it, else exponential backoff with jitter.
-Layer 2, across jobs: RQ re-runs a failed job JOB_RETRY_INTERVALS later (needs a worker
-started with the scheduler). Worst case per call: 3 x (1 + 3) = 12 attempts over ~8 minutes,
-then the job lands in RQ's failed registry, replayable with `tagsync failed replay`.
+Layer 2, across jobs: RQ re-runs a failed job after each of TAGSYNC_RETRY_INTERVALS (default
+20 s, 90 s, 6 min; needs a worker started with the scheduler). Worst case per call:
+3 x (1 + 3) = 12 attempts over ~8 minutes, then the job lands in RQ's failed registry,
+replayable with `tagsync failed replay`.
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ from .errors import TransientError
 
 HTTP_ATTEMPTS = 3
 MAX_RETRY_AFTER = 30.0  # seconds we wait inside a job; longer outages go to RQ's delayed retry
-JOB_RETRY_INTERVALS = [20, 90, 360]  # seconds between RQ-level attempts of a job
-JOB_RETRY_MAX = len(JOB_RETRY_INTERVALS)
 
 _backoff = wait_exponential(multiplier=0.5, max=8) + wait_random(0, 0.5)
 
