@@ -20,7 +20,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
-from .common import Faults, Outbox, Stats, add_controls, fault_response
+from .common import Faults, Outbox, Stats, add_controls, admin_page, fault_response, tag_answer
 
 PAGE_MAX = 100
 DEFAULT_RATE = 5  # requests per second per account, as AC enforces
@@ -529,7 +529,16 @@ def create_ac_app(state: ACState) -> Flask:
         else:
             ctid = state.contact_tag(cid, tid)
             changed = ctid is not None and state.untag_contact_tag(ctid, source="admin")
-        return jsonify({"changed": changed, "tags": sorted(state.tags_of(email))})
+        return tag_answer(changed, sorted(state.tags_of(email)))
+
+    @app.get("/")
+    def admin() -> str:
+        with state.lock:
+            rows = [
+                (c["email"], sorted(state.tags_of(c["email"]))) for c in state.contacts.values()
+            ]
+            tags = sorted(t["tag"] for t in state.tags.values())
+        return admin_page("ActiveCampaign stand-in (sandbox)", sorted(rows), tags)
 
     @app.get("/_sandbox/contacts/<path:email>")
     def contact_state(email: str) -> Any:

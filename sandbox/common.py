@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, jsonify, redirect, render_template_string, request
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ class ServerThread:
         )
         self.host = host
         self.port = self.server.server_port
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
 
     @property
     def url(self) -> str:
@@ -165,6 +165,35 @@ def add_controls(app: Flask, state: Any) -> None:
             if "rate_limit" in body and hasattr(state, "rate_limit"):
                 state.rate_limit = body["rate_limit"]
         return jsonify({"status": "ok"})
+
+
+ADMIN_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>{{ title }}</title>
+<style>body{font:14px system-ui,sans-serif;margin:2em}table{border-collapse:collapse}
+td,th{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left}
+.tag{background:#eef;border-radius:3px;padding:1px 5px;margin-right:3px}</style></head><body>
+<h1>{{ title }}</h1><p>A local stand-in for tagsync's sandbox: tag or untag a customer by hand, as a
+person in the real system would; the change fires a webhook like the real one.</p>
+<form method="post" action="/_sandbox/tag">
+<select name="email">{% for email, _ in rows %}<option>{{ email }}</option>{% endfor %}</select>
+<select name="tag">{% for t in tags %}<option>{{ t }}</option>{% endfor %}</select>
+<button name="op" value="add">Add tag</button> <button name="op" value="remove">Remove tag</button>
+</form>
+<table><tr><th>customer</th><th>tags</th></tr>
+{% for email, ts in rows %}<tr><td>{{ email }}</td><td>
+{% for t in ts %}<span class="tag">{{ t }}</span>{% endfor %}</td></tr>{% endfor %}
+</table></body></html>"""
+
+
+def admin_page(title: str, rows: list[tuple[str, list[str]]], tags: list[str]) -> str:
+    return render_template_string(ADMIN_PAGE, title=title, rows=rows, tags=tags)
+
+
+def tag_answer(changed: bool, tags: list[str]) -> Any:
+    """JSON for API callers; back to the page for the HTML form."""
+    if request.is_json:
+        return jsonify({"changed": changed, "tags": tags})
+    return redirect("/", code=303)
 
 
 class Outbox:

@@ -20,7 +20,7 @@ from flask import Flask, Response, jsonify, request
 
 from webhooks.signatures import sign
 
-from .common import Faults, Outbox, Stats, add_controls, fault_response
+from .common import Faults, Outbox, Stats, add_controls, admin_page, fault_response, tag_answer
 
 
 @dataclass
@@ -190,7 +190,14 @@ def create_klcode_app(state: KlCodeState) -> Flask:
         if cid is None:
             return jsonify({"error": "no such customer"}), 404
         changed = state.set_tag(cid, str(body.get("tag", "")), body.get("op", "add"))
-        return jsonify({"changed": changed, "tags": sorted(state.customers[cid]["tags"])})
+        return tag_answer(changed, sorted(state.customers[cid]["tags"]))
+
+    @app.get("/")
+    def admin() -> str:
+        with state.lock:
+            rows = [(c["email"], sorted(c["tags"])) for c in state.customers.values()]
+            tags = sorted(state.catalogue)
+        return admin_page("KlCode stand-in (sandbox)", sorted(rows), tags)
 
     @app.get("/_sandbox/customers/<path:email>")
     def customer_state(email: str) -> Any:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import fakeredis
 import pytest
 
 from mapping_store import Store
+from workers.embedded import EmbeddedRedis
+
+from .harness import Stack
 
 
 @pytest.fixture(autouse=True)
@@ -41,3 +45,32 @@ def store(tmp_path: Path) -> Iterator[Store]:
     s.init_schema()
     yield s
     s.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), appendonly=False)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def stack_factory(tmp_path: Path, redis_server: EmbeddedRedis) -> Iterator[Callable[..., Stack]]:
+    stacks: list[Stack] = []
+
+    def make(**kwargs: Any) -> Stack:
+        path = tmp_path / f"s{len(stacks)}"
+        path.mkdir()
+        stack = Stack(path, redis_server.url, **kwargs)
+        stacks.append(stack)
+        return stack.start()
+
+    yield make
+    for stack in stacks:
+        stack.stop()
+
+
+@pytest.fixture
+def stack(stack_factory: Callable[..., Stack]) -> Stack:
+    return stack_factory()

@@ -199,6 +199,14 @@ def sandbox(ac_port: int, klcode_port: int, klcode_webhook_url: str | None) -> N
     sb.stop()
 
 
+@main.command()
+def demo() -> None:
+    """Drive the running sandbox through the seed's use cases and print the timings."""
+    from .demo import Demo, load_sandbox_info  # noqa: PLC0415
+
+    Demo(load_sandbox_info(_settings().data_dir)).run()
+
+
 def _wait_for_signal() -> None:
     stop = {"now": False}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -23,6 +24,7 @@ from workers.mappings import create_mapping
 from .cli import SANDBOX_MAPPINGS, install_ac_webhook, random_secret
 
 READY_TIMEOUT = 30.0  # seconds for the web process to answer /healthz
+SANDBOX_FILE = "sandbox.json"
 
 
 class Runner:
@@ -113,6 +115,17 @@ class Runner:
             with contextlib.suppress(DuplicateMapping):  # kept from an earlier run
                 create_mapping(store, ac, klcode_tag=tag, ac_tag_id=ac_id, direction=direction)
         store.dispose()
+        # Where `tagsync demo` finds the stand-ins (public sandbox credentials only).
+        (s.data_dir / SANDBOX_FILE).write_text(
+            json.dumps(
+                {
+                    "ac_url": self.sandbox.ac_url,
+                    "ac_api_token": self.sandbox.ac.api_token,
+                    "klcode_url": self.sandbox.klcode_url,
+                    "klcode_api_key": self.sandbox.klcode.api_key,
+                }
+            )
+        )
         return {
             "AC_API_URL": self.sandbox.ac_url,
             "AC_API_TOKEN": self.sandbox.ac.api_token,
@@ -203,6 +216,7 @@ class Runner:
                 proc.wait(timeout=5)
         self.children.clear()
         if self.sandbox is not None:
+            (self.settings.data_dir / SANDBOX_FILE).unlink(missing_ok=True)
             self.sandbox.stop()
             self.sandbox = None
         if self.redis is not None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -40,12 +41,16 @@ ECHO_TTL = 24 * 3600  # seconds an unconsumed echo marker is kept (matching is b
 ECHO_SKEW = 10.0  # seconds of clock difference tolerated between us and KlCode/AC stamps
 PENDING_WRITE_WINDOW = 120.0  # seconds a marker stays matchable if its writer died mid-write
 RESTORE_SKEW = 1.0  # seconds: a change stamped this soon after our write may predate it (AC rounds)
-LOCK_TTL = 120.0  # seconds; longer than any write with its retries and rate-limit waits
+LOCK_TTL = 15.0  # seconds; the holder renews it every LOCK_TTL / 3, so only a dead holder loses it
 LOCK_WAIT = 30.0  # seconds a worker waits for another's lock before retrying the job later
 AC_TAG_NAME_TTL = 3600  # seconds an AC tag name -> id lookup is cached (also negative answers)
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
 
@@ -131,6 +136,7 @@ class SyncEngine:
         self.echo_skew = echo_skew
         self.clock = clock
         self._release = redis.register_script(_RELEASE)
+        self._renew = redis.register_script(_RENEW)
 
     # -- mapping lookup -------------------------------------------------------------------
 
@@ -316,7 +322,23 @@ class SyncEngine:
                 )
             time.sleep(delay)
             delay = min(delay * 2, 0.2)
+        # A write with its retries and rate-limit waits can outlast LOCK_TTL: keep the lock
+        # alive while we hold it, so it expires quickly only if this process dies.
+        held = threading.Event()
+        keeper = threading.Thread(target=self._keep, args=(key, token, held), daemon=True)
+        keeper.start()
         try:
             yield
         finally:
+            held.set()
+            keeper.join(timeout=1)
             self._release(keys=[key], args=[token])
+
+    def _keep(self, key: str, token: str, released: threading.Event) -> None:
+        while not released.wait(LOCK_TTL / 3):
+            try:
+                if not self._renew(keys=[key], args=[token, int(LOCK_TTL * 1000)]):
+                    log.warning("lost the customer lock %s (expired while held)", key)
+                    return
+            except Exception:  # Redis blip: the next beat retries; the TTL still covers us
+                log.warning("could not renew lock %s", key, exc_info=True)

@@ -12,7 +12,7 @@ import requests
 
 from workers.embedded import EmbeddedRedis
 
-from .conftest import Stack, wait_for
+from ..harness import Stack, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -1,7 +1,8 @@
-"""Real parts: a real redis-server, gunicorn, `tagsync worker` processes, HTTP stand-ins.
+"""Real parts for integration and e2e tests: gunicorn, `tagsync worker` processes, HTTP stand-ins.
 
 Each test gets a fresh stack (receiver + workers) on a session-wide redis-server that is
-flushed in between. The stand-ins send real echo webhooks to the real receiver.
+flushed in between (fixtures in tests/conftest.py). The stand-ins send real echo webhooks to
+the real receiver.
 """
 
 from __future__ import annotations
@@ -12,20 +13,17 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
 from redis import Redis
 
 from mapping_store import Store
 from sandbox import Sandbox
 from webhooks.signatures import sign
-from workers.embedded import EmbeddedRedis, free_port
-
-pytestmark = pytest.mark.integration
+from workers.embedded import free_port
 
 SECRET = "it-klcode-secret"
 TOKEN = "it-ac-token"
@@ -43,14 +41,6 @@ def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condit
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(0.05)
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), appendonly=False)
-    server.start()
-    yield server
-    server.stop()
 
 
 class Stack:
@@ -243,24 +233,3 @@ class Stack:
 
     def outcomes(self, email: str) -> list[tuple[str, str, str]]:
         return sorted((e.source, e.op or "", e.outcome) for e in self.store.sync_log(email=email))
-
-
-@pytest.fixture
-def stack_factory(tmp_path: Path, redis_server: EmbeddedRedis) -> Iterator[Callable[..., Stack]]:
-    stacks: list[Stack] = []
-
-    def make(**kwargs: Any) -> Stack:
-        path = tmp_path / f"s{len(stacks)}"
-        path.mkdir()
-        stack = Stack(path, redis_server.url, **kwargs)
-        stacks.append(stack)
-        return stack.start()
-
-    yield make
-    for stack in stacks:
-        stack.stop()
-
-
-@pytest.fixture
-def stack(stack_factory: Callable[..., Stack]) -> Stack:
-    return stack_factory()
