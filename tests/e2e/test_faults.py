@@ -48,7 +48,9 @@ def test_worker_sigkilled_mid_job_recovers(stack_factory) -> None:
     stack.sandbox.ac.faults.delay = 2.0  # AC answers slowly: the job is mid-request when we kill it
     stack.klcode_tag(email, "Loyal Customer")
     wait_for(lambda: stack.redis.zcard(f"rq:wip:{QUEUE}") > 0, 10, "the job to start")
-    time.sleep(0.5)  # inside the slow AC call
+    wait_for(
+        lambda: stack.sandbox.ac.stats.to_dict()["total_requests"] >= 1, 10, "the slow AC call"
+    )
     ((name, victim),) = [(n, p) for n, p in stack.procs if n.startswith("worker")]
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
