@@ -339,6 +339,18 @@ class Store:
             s.delete(row)
             s.commit()
 
+    def record_counts(self, mapping_id: int, *, customer_count: int, synced: bool = False) -> None:
+        """Store a fresh customer count (and, after a reconciliation, when it ran)."""
+        with self._session() as s:
+            row = s.get(TagMapping, mapping_id)
+            if row is None:
+                return  # deleted meanwhile; nothing to remember
+            row.customer_count = customer_count
+            row.customer_count_at = utcnow()
+            if synced:
+                row.last_synced_at = row.customer_count_at
+            s.commit()
+
     @staticmethod
     def _check_unique(s: Session, fields: dict[str, Any], exclude_id: int | None) -> None:
         checks = []
@@ -417,6 +429,28 @@ class Store:
                 except IntegrityError:  # the same event recorded by a racing attempt: update it
                     s.rollback()
         raise StoreError(f"could not record outcome for {event_id}")
+
+    def record_many(self, entries: list[dict[str, Any]]) -> None:
+        """Insert many new entries in one transaction (a reconciliation's per-customer changes)."""
+        if not entries:
+            return
+        now = utcnow()
+        rows = []
+        for e in entries:
+            if e["outcome"] not in OUTCOMES:
+                raise ValueError(f"unknown outcome {e['outcome']!r}")
+            rows.append(
+                {
+                    "at": now,
+                    "attempts": 1,
+                    "detail": "",
+                    **e,
+                    "email": email_key(e["email"]) if e.get("email") else None,
+                }
+            )
+        with self._session() as s:
+            s.execute(SyncLogEntry.__table__.insert(), rows)
+            s.commit()
 
     def sync_log(
         self,

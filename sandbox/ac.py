@@ -259,6 +259,9 @@ def create_ac_app(state: ACState) -> Flask:
                 tid = int(request.args["tagid"])
                 holders = {ct["contact"] for ct in state.contact_tags.values() if ct["tag"] == tid}
                 rows = [c for c in rows if c["id"] in holders]
+            if "id_greater" in request.args:
+                floor = int(request.args["id_greater"])
+                rows = [c for c in rows if c["id"] > floor]
             if "filters[updated_after]" in request.args:
                 since = datetime.fromisoformat(request.args["filters[updated_after]"]).timestamp()
                 rows = [c for c in rows if c["updated"] > since]

@@ -200,6 +200,106 @@ def sandbox(ac_port: int, klcode_port: int, klcode_webhook_url: str | None) -> N
 
 
 @main.command()
+@click.option("--log-level", default="INFO", show_default=True)
+def scheduler(log_level: str) -> None:
+    """Queue scheduled (hourly/daily) reconciliations and refresh customer counts."""
+    from workers.schedule import run_forever  # noqa: PLC0415
+
+    setup_logging(log_level)
+    with friendly_errors():
+        ctx = Context.build(_settings())
+        ctx.store.init_schema()
+    run_forever(ctx)
+
+
+@main.command("sync-now")
+@click.argument("mapping_id", type=int, required=False)
+@click.option("--all", "sync_all", is_flag=True, help="every active mapping")
+@click.option("--dry-run", is_flag=True, help="compute and show the plan; change nothing")
+@click.option("--background", is_flag=True, help="queue it for the workers instead of running here")
+@click.option("--json", "as_json", is_flag=True)
+def sync_now(
+    mapping_id: int | None, sync_all: bool, dry_run: bool, background: bool, as_json: bool
+) -> None:
+    """Reconcile one mapping (or all): compare both sides and fix the difference."""
+    from workers.queueing import enqueue_reconcile  # noqa: PLC0415
+    from workers.reconcile import AlreadyRunning  # noqa: PLC0415
+
+    if (mapping_id is None) == (not sync_all):
+        raise Fail("give a MAPPING_ID or --all")
+    settings = _settings()
+    with friendly_errors():
+        ctx = Context.build(settings)
+        ctx.store.init_schema()
+        ids = (
+            [mapping_id]
+            if mapping_id is not None
+            else [m.id for m in ctx.store.list_mappings() if m.active]
+        )
+        for mid in ids:
+            ctx.store.get_mapping(mid)  # a clear error for an unknown id
+    if background:
+        for mid in ids:
+            job = enqueue_reconcile(ctx.redis, mid, dry_run=dry_run)
+            click.echo(f"mapping {mid}: queued as job {job.id if job else '?'}")
+        return
+    reports = []
+    for mid in ids:
+        bar = click.progressbar(length=1, label=f"mapping {mid}", file=sys.stderr, show_pos=True)
+
+        def progress(p: dict[str, Any], bar: Any = bar, mid: int = mid) -> None:
+            if not sys.stderr.isatty():
+                return  # a progress bar is for people; logs and pipes get the report
+            if p.get("planned"):
+                bar.length = max(1, int(p["planned"]))
+                bar.pos = min(bar.length, int(p.get("applied", 0)))
+            bar.label = f"mapping {mid} {p.get('phase', '')} ({p.get('pages', 0)} pages)"
+            bar.render_progress()
+
+        try:
+            with friendly_errors():
+                report = ctx.reconciler(progress).run(mid, dry_run=dry_run)
+        except AlreadyRunning as exc:
+            raise Fail(str(exc)) from exc
+        finally:
+            if sys.stderr.isatty():
+                bar.render_finish()
+        reports.append(report)
+        if not as_json:
+            _print_report(report)
+    if as_json:
+        click.echo(json.dumps({"reports": [r.to_dict() for r in reports]}, indent=2))
+
+
+def _print_report(r: Any) -> None:
+    p = r.plan
+    head = "DRY RUN, nothing changed" if r.dry_run else "done"
+    click.echo(
+        f"mapping {r.mapping_id}: {head} in {r.seconds:.1f} s "
+        f"(KlCode holders {r.klcode_holders}, AC holders {r.ac_holders})"
+    )
+    for name, label in (
+        ("add_ac", "add in AC"),
+        ("remove_ac", "remove in AC"),
+        ("add_klcode", "add in KlCode"),
+        ("remove_klcode", "remove in KlCode"),
+    ):
+        count = p[name]["count"]
+        if count:
+            sample = ", ".join(p[name]["emails"][:5]) + (" ..." if count > 5 else "")
+            click.echo(f"  {label:<17} {count:>6}  {sample}")
+    if not r.dry_run:
+        click.echo(
+            f"  applied: +{r.added_ac}/-{r.removed_ac} AC, "
+            f"+{r.added_klcode}/-{r.removed_klcode} KlCode; "
+            f"{r.not_found} not found, {r.stale} superseded, {r.failed} failed; "
+            f"{r.bulk_batches} bulk imports, {r.ac_requests} AC requests"
+        )
+    for note in r.notes:
+        click.echo(f"  note: {note}")
+
+
+@main.command()
 def demo() -> None:
     """Drive the running sandbox through the seed's use cases and print the timings."""
     from .demo import Demo, load_sandbox_info  # noqa: PLC0415

@@ -24,7 +24,7 @@ from workers.mappings import create_mapping
 from .cli import SANDBOX_MAPPINGS, install_ac_webhook, random_secret
 
 READY_TIMEOUT = 30.0  # seconds for the web process to answer /healthz
-SANDBOX_FILE = "sandbox.json"
+SANDBOX_FILE = "sandbox.json"  # read back by Settings.from_env in other terminals
 
 
 class Runner:
@@ -143,6 +143,11 @@ class Runner:
         log_dir.mkdir(parents=True, exist_ok=True)
         web = _gunicorn_argv("127.0.0.1", self.port, 2)
         self._spawn("web", web, log_dir / "web.log")
+        self._spawn(
+            "scheduler",
+            [sys.executable, "-m", "webhooks.cli", "scheduler"],
+            log_dir / "scheduler.log",
+        )
         for i in range(self.n_workers):
             self._spawn(
                 f"worker-{i + 1}",

@@ -121,6 +121,62 @@ class ActiveCampaignClient(JsonApiClient):
         resp = self.request("DELETE", f"/api/3/contactTags/{contact_tag_id}", passthrough=(404,))
         return resp.status != 404
 
+    def contacts_after(self, last_id: int) -> list[tuple[int, str]]:
+        """One page of contacts with id > last_id, in id order (AC's advice for deep lists)."""
+        body = (
+            self.request(
+                "GET",
+                "/api/3/contacts",
+                params={"orders[id]": "ASC", "id_greater": last_id, "limit": PAGE_LIMIT},
+            ).body
+            or {}
+        )
+        return [
+            (int(c["id"]), str(c.get("email", "")))
+            for c in body.get("contacts") or []
+            if _int(c.get("id"))
+        ]
+
+    def contacts_updated_after(self, when: str) -> Iterator[tuple[int, str]]:
+        """Every contact changed after `when` (ISO 8601), paged at 100."""
+        offset = 0
+        while True:
+            body = (
+                self.request(
+                    "GET",
+                    "/api/3/contacts",
+                    params={"filters[updated_after]": when, "limit": PAGE_LIMIT, "offset": offset},
+                ).body
+                or {}
+            )
+            contacts = body.get("contacts") or []
+            for c in contacts:
+                if _int(c.get("id")) is not None:
+                    yield int(c["id"]), str(c.get("email", ""))
+            total = _int((body.get("meta") or {}).get("total"))
+            offset += PAGE_LIMIT
+            if not contacts or (total is not None and offset >= total):
+                return
+
+    def bulk_import(self, contacts: list[dict[str, Any]]) -> str:
+        """Queue a bulk import (<= 250 contacts, tags by name); returns its batch id.
+
+        It fires no webhooks and creates contacts it does not know: only send known emails.
+        """
+        body = (
+            self.request("POST", "/api/3/import/bulk_import", json={"contacts": contacts}).body
+            or {}
+        )
+        batch = body.get("batchId")
+        if not batch:
+            raise ACPermanentError(f"ac: bulk import answered without a batchId: {str(body)[:200]}")
+        return str(batch)
+
+    def import_info(self, batch_id: str) -> dict[str, Any]:
+        return dict(
+            self.request("GET", "/api/3/import/info", params={"batchId": batch_id}).body or {}
+        )
+
     def contacts_with_tag(self, tag_id: int) -> Iterator[tuple[int, str]]:
         """Every (contact id, email) holding the tag, paged at AC's maximum of 100."""
         offset = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,26 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
     return value
 
 
+SANDBOX_FILE = "sandbox.json"
+
+
+def _running_sandbox(data_dir: Path) -> dict[str, str]:
+    """The stand-ins' URLs and public keys, written by `tagsync run` in sandbox mode, so that
+    `tagsync mappings add`, `sync-now` and `demo` in another terminal reach the same sandbox."""
+    path = data_dir / SANDBOX_FILE
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    keys = {
+        "ac_url": "AC_API_URL",
+        "ac_api_token": "AC_API_TOKEN",
+        "klcode_url": "KLCODE_API_URL",
+        "klcode_api_key": "KLCODE_API_KEY",
+    }
+    return {var: str(info[k]) for k, var in keys.items() if info.get(k)}
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable. Secrets stay here and are never logged (see `redacted`)."""
@@ -66,6 +87,8 @@ class Settings:
         """Read the documented variables (README, configuration table)."""
         env = dict(os.environ if env is None else env)
         data_dir = Path(env.get("TAGSYNC_DATA_DIR") or DEFAULT_DATA_DIR)
+        if not env.get("AC_API_URL") and not env.get("KLCODE_API_URL"):
+            env = {**_running_sandbox(data_dir), **env}
         port_raw = env.get("PORT", "").strip()
         return cls(
             data_dir=data_dir,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import requests
 from redis import Redis
@@ -17,6 +19,7 @@ from .errors import NotConfigured
 from .klcode import KlCodeClient
 from .queueing import EventQueue
 from .ratelimit import RateLimiter
+from .reconcile import Reconciler
 from .sides import ACSide, KlCodeSide
 from .sync import SyncEngine
 
@@ -52,6 +55,9 @@ class Context:
     ac: ActiveCampaignClient
     klcode: KlCodeClient
     engine: SyncEngine
+    # The same, at background priority on the shared AC limit: for reconciliations.
+    ac_background: ActiveCampaignClient
+    background_engine: SyncEngine
 
     @classmethod
     def build(
@@ -64,29 +70,16 @@ class Context:
         redis = redis or connect_redis(resolve_redis_url(settings))
         store = store or Store(settings.effective_database_url)
         limiter = RateLimiter(redis, key=AC_RATE_KEY, rate=settings.ac_rate_limit)
-        ac = ActiveCampaignClient(
-            session=requests.Session(),
-            base_url=settings.ac_api_url,
-            api_token=settings.ac_api_token,
-            timeout=settings.http_timeout,
-            limiter=limiter,
+        background = RateLimiter(
+            redis, key=AC_RATE_KEY, rate=settings.ac_rate_limit, priority="low"
         )
+        ac = ac_client(settings, limiter)
+        ac_background = ac_client(settings, background)
         klcode = KlCodeClient(
             session=requests.Session(),
             base_url=settings.klcode_api_url,
             api_key=settings.klcode_api_key,
             timeout=settings.http_timeout,
-        )
-
-        def resolve_ac_tag(name: str) -> int | None:
-            tag = ac.find_tag(name)
-            return tag.id if tag else None
-
-        engine = SyncEngine(
-            redis=redis,
-            store=store,
-            sides={"ac": ACSide(ac, redis), "klcode": KlCodeSide(klcode, redis)},
-            resolve_ac_tag=resolve_ac_tag,
         )
         return cls(
             settings,
@@ -96,8 +89,45 @@ class Context:
             limiter,
             ac,
             klcode,
-            engine,
+            make_engine(redis, store, ac, klcode),
+            ac_background,
+            make_engine(redis, store, ac_background, klcode),
         )
+
+    def reconciler(self, progress: Callable[[dict[str, Any]], None] | None = None) -> Reconciler:
+        return Reconciler(
+            redis=self.redis,
+            store=self.store,
+            ac=self.ac_background,
+            klcode=self.klcode,
+            engine=self.background_engine,
+            progress=progress,
+        )
+
+
+def ac_client(settings: Settings, limiter: RateLimiter | None) -> ActiveCampaignClient:
+    return ActiveCampaignClient(
+        session=requests.Session(),
+        base_url=settings.ac_api_url,
+        api_token=settings.ac_api_token,
+        timeout=settings.http_timeout,
+        limiter=limiter,
+    )
+
+
+def make_engine(
+    redis: Redis, store: Store, ac: ActiveCampaignClient, klcode: KlCodeClient
+) -> SyncEngine:
+    def resolve_ac_tag(name: str) -> int | None:
+        tag = ac.find_tag(name)
+        return tag.id if tag else None
+
+    return SyncEngine(
+        redis=redis,
+        store=store,
+        sides={"ac": ACSide(ac, redis), "klcode": KlCodeSide(klcode, redis)},
+        resolve_ac_tag=resolve_ac_tag,
+    )
 
 
 _context: Context | None = None

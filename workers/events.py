@@ -30,6 +30,7 @@ class TagEvent:
     received_at: float  # unix seconds, when our receiver accepted it
     external_id: str | None = None  # KlCode customer id / AC contact id
     initiated_from: str | None = None  # AC only: public, admin, api, system
+    reconcile: bool = False  # made by a reconciliation from a listing, not reported by a webhook
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -46,6 +47,7 @@ class TagEvent:
             received_at=float(data["received_at"]),
             external_id=data.get("external_id"),
             initiated_from=data.get("initiated_from"),
+            reconcile=bool(data.get("reconcile", False)),
         )
 
 

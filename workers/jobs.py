@@ -116,3 +116,46 @@ def on_job_failure(job: Job, connection: Any, exc_type: type, exc: BaseException
     get_context().store.record_outcome(
         outcome="failed", detail=f"worker died while applying this event; {tail}", **_common(ev, at)
     )
+
+
+RECONCILE_SLOT = "tagsync:reconcile:slot"
+RECONCILE_SLOT_TTL = 30.0  # seconds; renewed while a reconciliation runs
+
+
+class SlotBusy(Exception):
+    """Another reconciliation holds the deployment's slot; RQ tries again in 15 s."""
+
+
+def reconcile_mapping(mapping_id: int, dry_run: bool = False) -> dict[str, Any]:
+    """Reconcile one mapping (Sync Now or a scheduled run), reporting progress in job meta.
+
+    One reconciliation runs at a time in the whole deployment, so the other workers stay free
+    for real-time events; the rate limiter keeps part of AC's budget for them too.
+    """
+    from .errors import LockTimeout  # noqa: PLC0415
+    from .locks import Locks  # noqa: PLC0415
+    from .reconcile import AlreadyRunning  # noqa: PLC0415
+
+    ctx = get_context()
+    job = get_current_job()
+
+    def progress(p: dict[str, Any]) -> None:
+        if job is not None:
+            job.meta.update(p)
+            job.save_meta()
+
+    try:
+        with Locks(ctx.redis, ttl=RECONCILE_SLOT_TTL).hold(
+            RECONCILE_SLOT, what="reconciliation slot"
+        ):
+            report = ctx.reconciler(progress).run(mapping_id, dry_run=dry_run)
+    except LockTimeout as exc:
+        progress({"phase": "waiting", "detail": "another reconciliation is running"})
+        raise SlotBusy(str(exc)) from exc
+    except AlreadyRunning as exc:
+        _no_more_retries()
+        return {"status": "already_running", "detail": str(exc)}
+    except Exception:
+        _no_more_retries()  # a failed listing is reported, not retried 240 times
+        raise
+    return {"status": "done", **report.to_dict()}

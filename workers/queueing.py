@@ -156,6 +156,40 @@ class EventQueue:
         return [bool(x) for x in self._script(keys=keys, args=args)]
 
 
+RECONCILE_QUEUE = "tagsync-reconcile"
+RECONCILE = "workers.jobs.reconcile_mapping"
+RECONCILE_TIMEOUT = 6 * 3600  # seconds: a 50,000-contact mapping at 5 requests/s takes hours
+SLOT_RETRY = Retry(max=240, interval=15)  # waiting for the deployment's reconciliation slot
+
+
+def reconcile_queue(redis: Redis) -> Queue:
+    return Queue(RECONCILE_QUEUE, connection=redis, serializer=JSONSerializer)
+
+
+def enqueue_reconcile(
+    redis: Redis, mapping_id: int, *, dry_run: bool = False, job_id: str | None = None
+) -> Job | None:
+    """Queue a reconciliation; None if `job_id` is given and already queued (scheduled runs)."""
+    from rq.exceptions import DuplicateJobError  # noqa: PLC0415
+
+    try:
+        return reconcile_queue(redis).enqueue(
+            RECONCILE,
+            mapping_id,
+            dry_run,
+            job_id=job_id,
+            unique=job_id is not None,
+            job_timeout=RECONCILE_TIMEOUT,
+            result_ttl=7 * 24 * 3600,
+            failure_ttl=FAILURE_TTL,
+            retry=SLOT_RETRY,
+            description=f"reconcile mapping {mapping_id}{' (dry run)' if dry_run else ''}",
+            meta={"mapping_id": mapping_id, "dry_run": dry_run, "phase": "queued"},
+        )
+    except DuplicateJobError:
+        return None
+
+
 def last_webhook_at(redis: Redis, source: str) -> float | None:
     raw = redis.get(LAST_WEBHOOK_KEY.format(source=source))
     return float(raw) if raw else None

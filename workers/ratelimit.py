@@ -4,7 +4,8 @@ AC allows 5 requests/s per account, across every process that holds the key. A s
 log (a sorted set of grant times, on Redis's own clock so hosts need not agree on the time)
 guarantees at most `limit` grants in any window, which a token bucket does not: a full bucket
 plus a second's refill can put 2x the limit into one second. A 429 from AC blocks every worker
-for its Retry-After.
+for its Retry-After. Background work (reconciliation) asks with priority "low": it may use
+the whole budget when real-time traffic is idle, and leaves REALTIME_SHARE of it otherwise.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 WINDOW_MARGIN = 1.03  # stretch the window 3 % to absorb network jitter between us and AC
 DEFAULT_MAX_WAIT = 60.0  # seconds a caller waits for a permit before giving up (transient)
+REALTIME_SHARE = 0.4  # of the budget kept for real-time calls while both kinds are busy
 
 _ACQUIRE = """
 local t = redis.call('TIME')
@@ -32,14 +34,22 @@ local blocked = tonumber(redis.call('GET', KEYS[2]) or '0')
 if blocked > now then
   return blocked - now
 end
+-- Real-time callers announce themselves; while they are active, background callers may use
+-- only limit - reserve permits per window, so real-time never queues behind a reconciliation.
+if ARGV[4] == 'high' then
+  redis.call('SET', KEYS[3], '1', 'PX', window * 2)
+elseif redis.call('EXISTS', KEYS[3]) == 1 then
+  limit = math.max(1, limit - tonumber(ARGV[5]))
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) < limit then
+local count = redis.call('ZCARD', KEYS[1])
+if count < limit then
   redis.call('ZADD', KEYS[1], now, ARGV[3])
   redis.call('PEXPIRE', KEYS[1], window * 2)
   return 0
 end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return math.max(1, tonumber(oldest[2]) + window - now)
+local nth = redis.call('ZRANGE', KEYS[1], count - limit, count - limit, 'WITHSCORES')
+return math.max(1, tonumber(nth[2]) + window - now)
 """
 
 _BLOCK = """
@@ -68,16 +78,27 @@ class RateLimiter:
     """Grants at most `rate` permits per second across all processes sharing `key`."""
 
     def __init__(
-        self, redis: Redis, *, key: str, rate: float, max_wait: float = DEFAULT_MAX_WAIT
+        self,
+        redis: Redis,
+        *,
+        key: str,
+        rate: float,
+        max_wait: float = DEFAULT_MAX_WAIT,
+        priority: str = "high",
     ) -> None:
         if rate <= 0:
             raise ValueError(f"rate must be positive, got {rate!r}")
         self.redis = redis
         self.key = key
         self.block_key = f"{key}:blocked"
+        self.active_key = f"{key}:realtime"
+        if priority not in ("high", "low"):
+            raise ValueError(f"priority must be 'high' or 'low', got {priority!r}")
+        self.priority = priority
         # N permits per window of N/rate seconds: 5/s -> 5 per 1 s; 0.5/s -> 1 per 2 s.
         self.limit = max(1, int(rate))
         self.window_ms = int(self.limit / rate * 1000 * WINDOW_MARGIN)
+        self.reserve = max(1, round(self.limit * REALTIME_SHARE)) if self.limit > 1 else 0
         self.max_wait = max_wait
         self.stats = LimiterStats()
         self._acquire = redis.register_script(_ACQUIRE)
@@ -94,7 +115,8 @@ class RateLimiter:
         while True:
             wait_ms = int(
                 self._acquire(
-                    keys=[self.key, self.block_key], args=[self.limit, self.window_ms, token]
+                    keys=[self.key, self.block_key, self.active_key],
+                    args=[self.limit, self.window_ms, token, self.priority, self.reserve],
                 )
             )
             if wait_ms <= 0:

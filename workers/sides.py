@@ -13,6 +13,7 @@ from redis import Redis
 
 from mapping_store import Mapping
 
+from .acindex import ACContactIndex
 from .activecampaign import ACContactMissing, ActiveCampaignClient
 from .errors import ContactNotFound
 from .klcode import KlCodeClient
@@ -43,29 +44,26 @@ class ACSide:
     def __init__(self, client: ActiveCampaignClient, redis: Redis) -> None:
         self.client = client
         self.redis = redis
+        self.index = ACContactIndex(redis, client)
 
     def tag_name(self, mapping: Mapping) -> str:
         return mapping.ac_tag_name
-
-    def _contact_key(self, email: str) -> str:
-        return f"tagsync:ac:contact:{email}"
 
     def _ct_key(self, contact_id: int, tag_id: int) -> str:
         return f"tagsync:ac:contacttag:{contact_id}:{tag_id}"
 
     def contact_id(self, email: str, *, fresh: bool = False) -> int:
-        key = self._contact_key(email)
         if not fresh:
-            cached = self.redis.get(key)
+            cached = self.index.get(email)
             if cached:
-                return int(cached)
+                return cached
         cid = self.client.find_contact_id(email)
         if cid is None:
-            self.redis.delete(key)
+            self.index.forget(email)
             raise ContactNotFound(
                 f"no ActiveCampaign contact with this email ({email.partition('@')[2]})"
             )
-        self.redis.set(key, cid, ex=ID_CACHE_TTL)
+        self.index.set(email, cid)
         return cid
 
     def apply(self, mapping: Mapping, email: str, op: str) -> bool:

@@ -18,19 +18,19 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 
 from redis import Redis
 
 from mapping_store import Mapping, Store, tag_key
 
-from .errors import ContactNotFound, LockTimeout
+from .errors import ContactNotFound
 from .events import TagEvent, other
+from .locks import Locks
 from .queueing import mask_email
 from .sides import Side
 
@@ -44,15 +44,6 @@ RESTORE_SKEW = 1.0  # seconds: a change stamped this soon after our write may pr
 LOCK_TTL = 15.0  # seconds; the holder renews it every LOCK_TTL / 3, so only a dead holder loses it
 LOCK_WAIT = 30.0  # seconds a worker waits for another's lock before retrying the job later
 AC_TAG_NAME_TTL = 3600  # seconds an AC tag name -> id lookup is cached (also negative answers)
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
 
 
 @dataclass
@@ -135,8 +126,7 @@ class SyncEngine:
         self.resolve_ac_tag = resolve_ac_tag
         self.echo_skew = echo_skew
         self.clock = clock
-        self._release = redis.register_script(_RELEASE)
-        self._renew = redis.register_script(_RENEW)
+        self.locks = Locks(redis, ttl=LOCK_TTL)
 
     # -- mapping lookup -------------------------------------------------------------------
 
@@ -173,20 +163,21 @@ class SyncEngine:
 
     # -- the decision ---------------------------------------------------------------------
 
-    def process(self, event: TagEvent) -> Result:
+    def process(self, event: TagEvent, *, mapping: Mapping | None = None) -> Result:
         """Decide and apply one event; returns its outcome.
 
         Raises:
             ContactNotFound: the customer is missing on the side we must write (retry later).
             TransientError / PermanentError: a write failed.
         """
-        mapping = self.find_mapping(event)
+        mapping = mapping or self.find_mapping(event)
         if mapping is None:
             return Result("no_mapping", f"no mapping for {event.source} tag {event.tag!r}")
         with self.lock(mapping.id, event.email):
             state_key = f"tagsync:state:{mapping.id}:{event.email}"
             state = KeyState.from_json(self.redis.get(state_key))
-            if self._consume_echo(event, mapping):
+            # A reconciliation reads lists, not webhooks: it can never be an echo of ours.
+            if not event.reconcile and self._consume_echo(event, mapping):
                 return Result("echo", "our own write, reported back", mapping.id)
             decision = decide(state, event, mapping)
             if decision.stale:
@@ -309,36 +300,9 @@ class SyncEngine:
 
     # -- the per-key lock -----------------------------------------------------------------
 
-    @contextmanager
-    def lock(self, mapping_id: int, email: str) -> Iterator[None]:
-        key = f"tagsync:lock:{mapping_id}:{email}"
-        token = uuid.uuid4().hex
-        deadline = time.monotonic() + LOCK_WAIT
-        delay = 0.01
-        while not self.redis.set(key, token, nx=True, px=int(LOCK_TTL * 1000)):
-            if time.monotonic() > deadline:
-                raise LockTimeout(
-                    f"customer lock for mapping {mapping_id} busy for {LOCK_WAIT:.0f} s"
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, 0.2)
-        # A write with its retries and rate-limit waits can outlast LOCK_TTL: keep the lock
-        # alive while we hold it, so it expires quickly only if this process dies.
-        held = threading.Event()
-        keeper = threading.Thread(target=self._keep, args=(key, token, held), daemon=True)
-        keeper.start()
-        try:
-            yield
-        finally:
-            held.set()
-            keeper.join(timeout=1)
-            self._release(keys=[key], args=[token])
-
-    def _keep(self, key: str, token: str, released: threading.Event) -> None:
-        while not released.wait(LOCK_TTL / 3):
-            try:
-                if not self._renew(keys=[key], args=[token, int(LOCK_TTL * 1000)]):
-                    log.warning("lost the customer lock %s (expired while held)", key)
-                    return
-            except Exception:  # Redis blip: the next beat retries; the TTL still covers us
-                log.warning("could not renew lock %s", key, exc_info=True)
+    def lock(self, mapping_id: int, email: str) -> AbstractContextManager[None]:
+        return self.locks.hold(
+            f"tagsync:lock:{mapping_id}:{email}",
+            wait=LOCK_WAIT,
+            what=f"customer lock for mapping {mapping_id}",
+        )

@@ -20,6 +20,8 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.worker import WorkerStatus
 
+from .queueing import reconcile_queue
+
 log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL = 5  # seconds between heartbeats while a job runs
@@ -53,9 +55,13 @@ class TagsyncWorker(SimpleWorker):
 
 
 def make_worker(connection: Any, queue_name: str) -> TagsyncWorker:
-    queue = Queue(queue_name, connection=connection, serializer=JSONSerializer)
+    """A worker for real-time events first, reconciliations when no event is waiting."""
+    queues = [
+        Queue(queue_name, connection=connection, serializer=JSONSerializer),
+        reconcile_queue(connection),
+    ]
     return TagsyncWorker(
-        [queue],
+        queues,
         connection=connection,
         serializer=JSONSerializer,
         worker_ttl=WORKER_TTL,

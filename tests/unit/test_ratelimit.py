@@ -50,3 +50,25 @@ def test_fractional_rates() -> None:
     assert (limiter.limit, limiter.window_ms) == (1, int(2000 * 1.03))
     with pytest.raises(ValueError, match="positive"):
         RateLimiter(fakeredis.FakeRedis(), key="rl", rate=0)
+
+
+def test_background_leaves_room_for_realtime() -> None:
+    redis = fakeredis.FakeRedis()
+    realtime = RateLimiter(redis, key="rl", rate=5, max_wait=0.01)
+    background = RateLimiter(redis, key="rl", rate=5, max_wait=0.01, priority="low")
+    for _ in range(3):
+        background.acquire()
+    realtime.acquire()  # real-time is now active
+    with pytest.raises(RateLimitTimeout):
+        background.acquire()  # 4 of 5 used; background may only use 5 - 2 while real-time is busy
+    realtime.acquire()
+    with pytest.raises(RateLimitTimeout):
+        realtime.acquire()
+
+
+def test_background_alone_uses_the_whole_budget() -> None:
+    background = RateLimiter(fakeredis.FakeRedis(), key="rl", rate=5, max_wait=0.01, priority="low")
+    for _ in range(5):
+        background.acquire()
+    with pytest.raises(RateLimitTimeout):
+        background.acquire()
