@@ -14,9 +14,11 @@ from redis import Redis
 from werkzeug.exceptions import HTTPException
 
 from mapping_store import Store
+from workers.activecampaign import ActiveCampaignClient
 from workers.config import Settings
-from workers.context import connect_redis, resolve_redis_url
+from workers.context import AC_RATE_KEY, ac_client, connect_redis, resolve_redis_url
 from workers.queueing import EventQueue
+from workers.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,7 @@ class WebContext:
     redis: Redis
     store: Store
     events: EventQueue
+    ac: ActiveCampaignClient | None  # to check AC tag ids when mappings change
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -44,14 +47,17 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         ADMIN_TOKEN=settings.admin_token,
         TAGSYNC_REDIS=None,  # a ready Redis client (tests); else built from REDIS_URL
         TAGSYNC_STORE=None,  # a ready Store (tests); else built from DATABASE_URL
+        TAGSYNC_AC=None,  # a ready ActiveCampaignClient (tests); else built from AC_API_URL
         JSON_SORT_KEYS=False,
     )
     if test_config:
         app.config.update(test_config)
     init_app(app, settings)
-    from .views import bp  # noqa: PLC0415 - views need the app's extensions in place
+    from .api import bp as api_bp  # noqa: PLC0415 - views need the app's extensions in place
+    from .views import bp  # noqa: PLC0415
 
     app.register_blueprint(bp)
+    app.register_blueprint(api_bp)
     _register_errors(app)
     return app
 
@@ -67,12 +73,11 @@ def init_app(app: Flask, settings: Settings) -> None:
             store.init_schema()
         except Exception:  # the receiver works without the store; /readyz reports it
             log.exception("mapping store not reachable at start-up")
-    app.extensions["tagsync"] = WebContext(
-        settings,
-        redis,
-        store,
-        EventQueue(redis, settings.queue_name, retry_intervals=settings.retry_intervals),
-    )
+    ac = app.config["TAGSYNC_AC"]
+    if ac is None and settings.ac_api_url:
+        ac = ac_client(settings, RateLimiter(redis, key=AC_RATE_KEY, rate=settings.ac_rate_limit))
+    events = EventQueue(redis, settings.queue_name, retry_intervals=settings.retry_intervals)
+    app.extensions["tagsync"] = WebContext(settings, redis, store, events, ac)
 
 
 def _register_errors(app: Flask) -> None:
