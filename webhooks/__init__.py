@@ -5,10 +5,14 @@ Start it with `gunicorn 'webhooks:create_app()'` or `tagsync web`.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
+import requests
 from flask import Flask, Response, jsonify, request
 from redis import Redis
 from werkzeug.exceptions import HTTPException
@@ -17,6 +21,9 @@ from mapping_store import Store
 from workers.activecampaign import ActiveCampaignClient
 from workers.config import Settings
 from workers.context import AC_RATE_KEY, ac_client, connect_redis, resolve_redis_url
+from workers.embedded import discover
+from workers.klcode import KlCodeClient
+from workers.metrics import Metrics
 from workers.queueing import EventQueue
 from workers.ratelimit import RateLimiter
 
@@ -33,6 +40,8 @@ class WebContext:
     store: Store
     events: EventQueue
     ac: ActiveCampaignClient | None  # to check AC tag ids when mappings change
+    klcode: KlCodeClient | None  # the tag catalogue for the Add New Mapping dropdown
+    redis_url: str
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -48,16 +57,28 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         TAGSYNC_REDIS=None,  # a ready Redis client (tests); else built from REDIS_URL
         TAGSYNC_STORE=None,  # a ready Store (tests); else built from DATABASE_URL
         TAGSYNC_AC=None,  # a ready ActiveCampaignClient (tests); else built from AC_API_URL
+        TAGSYNC_KLCODE=None,  # a ready KlCodeClient (tests); else built from KLCODE_API_URL
         JSON_SORT_KEYS=False,
     )
     if test_config:
         app.config.update(test_config)
+    # Sessions only carry flash messages; the key is derived from ADMIN_TOKEN so every web
+    # process and host agrees on it without another secret to configure.
+    token = app.config["ADMIN_TOKEN"] or secrets.token_hex(16)
+    app.secret_key = hmac.new(token.encode(), b"tagsync-session", hashlib.sha256).hexdigest()
     init_app(app, settings)
-    from .api import bp as api_bp  # noqa: PLC0415 - views need the app's extensions in place
+    from .admin import bp as admin_bp  # noqa: PLC0415 - views need the app's extensions in place
+    from .api import bp as api_bp  # noqa: PLC0415
+    from .api import require_admin  # noqa: PLC0415
+    from .ops import bp as ops_bp  # noqa: PLC0415
+    from .ops import mount_rq_dashboard  # noqa: PLC0415
     from .views import bp  # noqa: PLC0415
 
     app.register_blueprint(bp)
+    app.register_blueprint(ops_bp)
     app.register_blueprint(api_bp)
+    app.register_blueprint(admin_bp)
+    mount_rq_dashboard(app, app.extensions["tagsync"].redis_url, require_admin)
     _register_errors(app)
     return app
 
@@ -73,11 +94,30 @@ def init_app(app: Flask, settings: Settings) -> None:
             store.init_schema()
         except Exception:  # the receiver works without the store; /readyz reports it
             log.exception("mapping store not reachable at start-up")
+    metrics = Metrics(redis)
     ac = app.config["TAGSYNC_AC"]
     if ac is None and settings.ac_api_url:
-        ac = ac_client(settings, RateLimiter(redis, key=AC_RATE_KEY, rate=settings.ac_rate_limit))
+        limiter = RateLimiter(
+            redis, key=AC_RATE_KEY, rate=settings.ac_rate_limit, on_wait=metrics.rate_wait
+        )
+        ac = ac_client(settings, limiter, metrics)
+    klcode = app.config["TAGSYNC_KLCODE"]
+    if klcode is None and settings.klcode_api_url:
+        klcode = KlCodeClient(
+            session=requests.Session(),
+            base_url=settings.klcode_api_url,
+            api_key=settings.klcode_api_key,
+            timeout=settings.http_timeout,
+            on_request=lambda m, s: metrics.request("klcode", m, s),
+        )
     events = EventQueue(redis, settings.queue_name, retry_intervals=settings.retry_intervals)
-    app.extensions["tagsync"] = WebContext(settings, redis, store, events, ac)
+    # rq-dashboard opens its own connections from a URL; tests pass a client and get a stand-in URL.
+    redis_url = settings.redis_url or (
+        discover(settings.data_dir) if app.config["TAGSYNC_REDIS"] is None else None
+    )
+    app.extensions["tagsync"] = WebContext(
+        settings, redis, store, events, ac, klcode, redis_url or "redis://127.0.0.1:6379/0"
+    )
 
 
 def _register_errors(app: Flask) -> None:

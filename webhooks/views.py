@@ -13,6 +13,8 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from marshmallow import ValidationError
 from redis.exceptions import RedisError
 
+from workers.metrics import Metrics
+
 from . import signatures
 from .schemas import Parsed, parse_ac, parse_klcode
 
@@ -23,7 +25,11 @@ bp = Blueprint("receiver", __name__)
 RETRY_AFTER_UNAVAILABLE = "5"  # seconds we ask a sender to wait when Redis is down
 
 
-def _error(status: int, error: str, **extra: Any) -> tuple[Response, int]:
+def _error(
+    status: int, error: str, source: str | None = None, **extra: Any
+) -> tuple[Response, int]:
+    if source is not None:
+        Metrics(current_app.extensions["tagsync"].redis).webhook(source, "rejected", error)
     return jsonify({"error": error, **extra}), status
 
 
@@ -31,12 +37,16 @@ def _enqueue(parsed: Parsed, source: str) -> tuple[Response, int]:
     if not parsed.events:
         with contextlib.suppress(RedisError):  # only the "last webhook seen" stamp is lost
             current_app.extensions["tagsync"].events.push([], source=source)
+        Metrics(current_app.extensions["tagsync"].redis).webhook(
+            source, "ignored", "not_a_tag_event"
+        )
         return jsonify({"status": "ignored", "reason": "not a tag event"}), 200
     try:
         fresh = current_app.extensions["tagsync"].events.push(parsed.events, source=source)
     except RedisError as exc:
         log.error("%s webhook not made durable, answering 503: %s", source, type(exc).__name__)
         resp, status = _error(503, "unavailable", detail="events could not be queued; retry later")
+        Metrics(current_app.extensions["tagsync"].redis).webhook(source, "rejected", "redis_down")
         resp.headers["Retry-After"] = RETRY_AFTER_UNAVAILABLE
         return resp, status
     queued = sum(fresh)
@@ -62,21 +72,23 @@ def klcode_webhook() -> tuple[Response, int]:
     secret = current_app.config["KLCODE_WEBHOOK_SECRET"]
     if not secret:
         log.error("KLCODE_WEBHOOK_SECRET is not set: refusing KlCode webhooks")
-        return _error(503, "not_configured", detail="KLCODE_WEBHOOK_SECRET is not set")
+        return _error(503, "not_configured", "klcode", detail="KLCODE_WEBHOOK_SECRET is not set")
     try:
         signatures.verify(request.headers.get(signatures.HEADER), body, secret)
     except signatures.SignatureError as exc:
-        return _error(401, exc.reason, detail=str(exc))
+        return _error(401, exc.reason, "klcode", detail=str(exc))
     if request.mimetype != "application/json":
-        return _error(415, "unsupported_media_type", detail="send application/json")
+        return _error(415, "unsupported_media_type", "klcode", detail="send application/json")
     try:
         payload = json.loads(body)
     except (ValueError, RecursionError):
-        return _error(400, "invalid_payload", fields={"_schema": ["body is not valid JSON"]})
+        return _error(
+            400, "invalid_payload", "klcode", fields={"_schema": ["body is not valid JSON"]}
+        )
     try:
         parsed = parse_klcode(payload, received_at=time.time())
     except ValidationError as exc:
-        return _error(400, "invalid_payload", fields=exc.messages)
+        return _error(400, "invalid_payload", "klcode", fields=exc.messages)
     return _enqueue(parsed, "klcode")
 
 
@@ -86,18 +98,18 @@ def ac_webhook(token: str) -> tuple[Response, int]:
     expected = current_app.config["AC_WEBHOOK_TOKEN"]
     if not expected:
         log.error("AC_WEBHOOK_TOKEN is not set: refusing AC webhooks")
-        return _error(503, "not_configured", detail="AC_WEBHOOK_TOKEN is not set")
+        return _error(503, "not_configured", "ac", detail="AC_WEBHOOK_TOKEN is not set")
     if not hmac.compare_digest(token.encode(), expected.encode()):
-        return _error(401, "invalid_token", detail="unknown webhook token")
+        return _error(401, "invalid_token", "ac", detail="unknown webhook token")
     if request.mimetype not in ("application/x-www-form-urlencoded", "multipart/form-data"):
         return _error(
-            415, "unsupported_media_type", detail="send application/x-www-form-urlencoded"
+            415, "unsupported_media_type", "ac", detail="send application/x-www-form-urlencoded"
         )
     form = request.form.to_dict(flat=True)
     try:
         parsed = parse_ac(form, received_at=time.time(), tz_name=current_app.config["AC_TIMEZONE"])
     except ValidationError as exc:
-        return _error(400, "invalid_payload", fields=exc.messages)
+        return _error(400, "invalid_payload", "ac", fields=exc.messages)
     return _enqueue(parsed, "ac")
 
 

@@ -17,6 +17,7 @@ from .config import Settings
 from .embedded import discover
 from .errors import NotConfigured
 from .klcode import KlCodeClient
+from .metrics import Metrics
 from .queueing import EventQueue
 from .ratelimit import RateLimiter
 from .reconcile import Reconciler
@@ -58,6 +59,7 @@ class Context:
     # The same, at background priority on the shared AC limit: for reconciliations.
     ac_background: ActiveCampaignClient
     background_engine: SyncEngine
+    metrics: Metrics
 
     @classmethod
     def build(
@@ -69,17 +71,20 @@ class Context:
             )
         redis = redis or connect_redis(resolve_redis_url(settings))
         store = store or Store(settings.effective_database_url)
-        limiter = RateLimiter(redis, key=AC_RATE_KEY, rate=settings.ac_rate_limit)
+        metrics = Metrics(redis)
+        rate = settings.ac_rate_limit
+        limiter = RateLimiter(redis, key=AC_RATE_KEY, rate=rate, on_wait=metrics.rate_wait)
         background = RateLimiter(
-            redis, key=AC_RATE_KEY, rate=settings.ac_rate_limit, priority="low"
+            redis, key=AC_RATE_KEY, rate=rate, priority="low", on_wait=metrics.rate_wait
         )
-        ac = ac_client(settings, limiter)
-        ac_background = ac_client(settings, background)
+        ac = ac_client(settings, limiter, metrics)
+        ac_background = ac_client(settings, background, metrics)
         klcode = KlCodeClient(
             session=requests.Session(),
             base_url=settings.klcode_api_url,
             api_key=settings.klcode_api_key,
             timeout=settings.http_timeout,
+            on_request=lambda method, status: metrics.request("klcode", method, status),
         )
         return cls(
             settings,
@@ -92,6 +97,7 @@ class Context:
             make_engine(redis, store, ac, klcode),
             ac_background,
             make_engine(redis, store, ac_background, klcode),
+            metrics,
         )
 
     def reconciler(self, progress: Callable[[dict[str, Any]], None] | None = None) -> Reconciler:
@@ -105,13 +111,20 @@ class Context:
         )
 
 
-def ac_client(settings: Settings, limiter: RateLimiter | None) -> ActiveCampaignClient:
+def ac_client(
+    settings: Settings, limiter: RateLimiter | None, metrics: Metrics | None = None
+) -> ActiveCampaignClient:
+    def note(method: str, status: int | str) -> None:
+        if metrics is not None:
+            metrics.request("ac", method, status)
+
     return ActiveCampaignClient(
         session=requests.Session(),
         base_url=settings.ac_api_url,
         api_token=settings.ac_api_token,
         timeout=settings.http_timeout,
         limiter=limiter,
+        on_request=note,
     )
 
 

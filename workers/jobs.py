@@ -8,6 +8,7 @@ registry, replayable.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +75,7 @@ def process_event(event: dict[str, Any]) -> dict[str, Any]:
         else:
             detail = f"{exc}; will look again in {at.next_delay} s"
         ctx.store.record_outcome(outcome="contact_not_found", detail=detail, **common)
+        ctx.metrics.outcome(ev.source, "contact_not_found")
         log.info(
             "%s %s: contact_not_found (attempt %d)", ev.event_id, mask_email(ev.email), at.number
         )
@@ -84,16 +86,20 @@ def process_event(event: dict[str, Any]) -> dict[str, Any]:
         ctx.store.record_outcome(
             outcome="failed", detail=f"{exc.reason}: {exc}; replayable", **common
         )
+        ctx.metrics.outcome(ev.source, "failed")
         _no_more_retries()
         raise
     except Exception as exc:
         reason = exc.reason if isinstance(exc, SyncError) else type(exc).__name__
         tail = "gave up; replayable" if at.final else f"retrying in {at.next_delay} s"
         ctx.store.record_outcome(outcome="failed", detail=f"{reason}: {exc}; {tail}", **common)
+        ctx.metrics.outcome(ev.source, "failed")
         raise
     ctx.store.record_outcome(
         outcome=result.outcome, detail=result.detail, **{**common, "mapping_id": result.mapping_id}
     )
+    latency = time.time() - ev.received_at if result.outcome == "applied" else None
+    ctx.metrics.outcome(ev.source, result.outcome, latency)
     log.info(
         "%s %s %s %r for %s: %s",
         ev.event_id,

@@ -27,19 +27,21 @@ JOB_TIMEOUT = 300  # seconds one event job may run (HTTP retries and rate-limit 
 RESULT_TTL = 3600  # seconds a finished job is kept for the dashboard
 FAILURE_TTL = 30 * 24 * 3600  # seconds a failed job stays replayable
 LAST_WEBHOOK_KEY = "tagsync:last_webhook:{source}"
+WEBHOOK_METRICS = "tagsync:m:webhooks"  # workers/metrics.py reads it
 PROCESS_EVENT = "workers.jobs.process_event"
 ON_FAILURE = "workers.jobs.on_job_failure"
 
 _INGEST = """
--- KEYS[1] rq:queues, KEYS[2] queue key, KEYS[3] last-webhook key,
--- then per event: KEYS[2+2i] dedup key, KEYS[3+2i] job key
--- ARGV[1] queue key, ARGV[2] dedup ttl, ARGV[3] now, ARGV[4] job ttl (-1: none),
+-- KEYS[1] rq:queues, KEYS[2] queue key, KEYS[3] last-webhook key, KEYS[4] metrics hash,
+-- then per event: KEYS[3+2i] dedup key, KEYS[4+2i] job key
+-- ARGV[1] queue key, ARGV[2] dedup ttl, ARGV[3] now, ARGV[4] source,
 -- then per event: job id, number of hset args, hset args...
 redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[3], ARGV[3])
 local out = {}
+local fresh = 0
 local a = 5
-local k = 4
+local k = 5
 while k <= #KEYS do
   local job_id = ARGV[a]
   local n = tonumber(ARGV[a + 1])
@@ -47,12 +49,15 @@ while k <= #KEYS do
     redis.call('HSET', KEYS[k + 1], unpack(ARGV, a + 2, a + 1 + n))
     redis.call('RPUSH', KEYS[2], job_id)
     out[#out + 1] = 1
+    fresh = fresh + 1
   else
     out[#out + 1] = 0
   end
   a = a + 2 + n
   k = k + 2
 end
+if fresh > 0 then redis.call('HINCRBY', KEYS[4], ARGV[4] .. '|accepted|', fresh) end
+if #out > fresh then redis.call('HINCRBY', KEYS[4], ARGV[4] .. '|duplicate|', #out - fresh) end
 return out
 """
 
@@ -138,12 +143,13 @@ class EventQueue:
             self.queue.redis_queues_keys,
             self.queue.key,
             LAST_WEBHOOK_KEY.format(source=source),
+            WEBHOOK_METRICS,
         ]
         args: list[str | bytes | int | float] = [
             self.queue.key,
             self.dedup_ttl,
             f"{time.time():.3f}",
-            -1,
+            source,
         ]
         for event in events:
             job = self.make_job(event)
@@ -193,3 +199,15 @@ def enqueue_reconcile(
 def last_webhook_at(redis: Redis, source: str) -> float | None:
     raw = redis.get(LAST_WEBHOOK_KEY.format(source=source))
     return float(raw) if raw else None
+
+
+def queue_depths(redis: Redis, queue_names: Sequence[str]) -> dict[str, int]:
+    """Jobs per queue and registry ("<queue>|queued", "|started", "|scheduled", "|failed")."""
+    out: dict[str, int] = {}
+    for name in queue_names:
+        q = Queue(name, connection=redis, serializer=JSONSerializer)
+        out[f"{name}|queued"] = q.count
+        out[f"{name}|started"] = q.started_job_registry.count
+        out[f"{name}|scheduled"] = q.scheduled_job_registry.count
+        out[f"{name}|failed"] = q.failed_job_registry.count
+    return out

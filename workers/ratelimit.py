@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from redis import Redis
@@ -85,6 +86,7 @@ class RateLimiter:
         rate: float,
         max_wait: float = DEFAULT_MAX_WAIT,
         priority: str = "high",
+        on_wait: Callable[[float], None] | None = None,
     ) -> None:
         if rate <= 0:
             raise ValueError(f"rate must be positive, got {rate!r}")
@@ -101,6 +103,7 @@ class RateLimiter:
         self.reserve = max(1, round(self.limit * REALTIME_SHARE)) if self.limit > 1 else 0
         self.max_wait = max_wait
         self.stats = LimiterStats()
+        self.on_wait = on_wait
         self._acquire = redis.register_script(_ACQUIRE)
         self._block = redis.register_script(_BLOCK)
 
@@ -124,6 +127,8 @@ class RateLimiter:
                 if waited > 0.001:
                     self.stats.waits += 1
                     self.stats.waited_seconds += waited
+                    if self.on_wait is not None:
+                        self.on_wait(waited)
                 return waited
             if time.monotonic() - start + wait_ms / 1000 > self.max_wait:
                 raise RateLimitTimeout(f"no AC request permit within {self.max_wait:.0f} s")
