@@ -74,3 +74,10 @@ def stack_factory(tmp_path: Path, redis_server: EmbeddedRedis) -> Iterator[Calla
 @pytest.fixture
 def stack(stack_factory: Callable[..., Stack]) -> Stack:
     return stack_factory()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
+    """Expose each phase's report on the item, so fixtures can save artifacts on failure."""
+    outcome = yield
+    setattr(item, f"rep_{call.when}", outcome.get_result())  # type: ignore[attr-defined]

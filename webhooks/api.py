@@ -89,6 +89,16 @@ def require_admin() -> tuple[Response, int] | None:
 bp.before_request(require_admin)
 
 
+@bp.before_request
+def json_only_for_browsers() -> tuple[Response, int] | None:
+    """A browser holding Basic credentials would send them with a cross-site form POST too;
+    such a form cannot send application/json without a CORS preflight, so demand it."""
+    basic = request.authorization is not None and request.authorization.type == "basic"
+    if request.method == "POST" and basic and request.mimetype != "application/json":
+        return _err(415, "unsupported_media_type", detail="send application/json (with Basic auth)")
+    return None
+
+
 def _json_body() -> dict[str, Any]:
     body = request.get_json(silent=True)
     if body is None and request.get_data():

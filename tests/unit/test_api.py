@@ -227,3 +227,39 @@ def test_sync_log_filters(client: FlaskClient, store: Store) -> None:
     assert client.get("/api/v1/sync-log?limit=0", headers=AUTH).status_code == 400
     assert client.get("/api/v1/sync-log?outcome=bogus", headers=AUTH).status_code == 400
     assert client.get("/api/v1/sync-log?mapping_id=x", headers=AUTH).status_code == 400
+
+
+def test_basic_auth_posts_must_be_json(client: FlaskClient) -> None:
+    basic = base64.b64encode(f"ops:{TOKEN}".encode()).decode()
+    forged = client.post(
+        "/api/v1/sync", data={"a": "b"}, headers={"Authorization": f"Basic {basic}"}
+    )
+    assert forged.status_code == 415
+    assert (
+        client.post(
+            "/api/v1/sync", json={}, headers={"Authorization": f"Basic {basic}"}
+        ).status_code
+        == 202
+    )
+    assert client.post("/api/v1/sync", headers=AUTH).status_code == 202  # Bearer: not a browser
+
+
+def test_admin_forms_need_the_csrf_token(client: FlaskClient) -> None:
+    basic = {"Authorization": "Basic " + base64.b64encode(f"ops:{TOKEN}".encode()).decode()}
+    page = client.get("/", headers=basic)
+    assert page.status_code == 200 and b"Add New Mapping" in page.data
+    token = re.search(rb'name="csrf_token" value="([^"]+)"', page.data).group(1).decode()
+    assert client.post("/sync", headers=basic).status_code == 400
+    assert client.post("/sync", data={"csrf_token": "forged"}, headers=basic).status_code == 400
+    ok = client.post("/sync", data={"csrf_token": token}, headers=basic)
+    assert ok.status_code == 303
+
+
+def test_metrics_are_public_and_prometheus(client: FlaskClient, redis: fakeredis.FakeRedis) -> None:
+    client.post("/webhooks/activecampaign/wrong", data={"type": "x"})
+    text = client.get("/metrics").data.decode()
+    assert (
+        'tagsync_webhooks_total{reason="invalid_token",result="rejected",source="ac"} 1.0' in text
+    )
+    assert 'tagsync_queue_depth{queue="tagsync-events",registry="queued"} 0.0' in text
+    assert "tagsync_ac_rate_limit" in text
