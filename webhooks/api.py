@@ -220,8 +220,8 @@ def job_status(job_id: str) -> tuple[Response, int]:
     """A Sync Now job: status, progress (pages read, actions planned and applied), result."""
     try:
         job = Job.fetch(job_id, connection=_ext().redis, serializer=JSONSerializer)
-    except NoSuchJobError:
-        return _err(404, "not_found", detail=f"no job {job_id}")
+    except (NoSuchJobError, ValueError):  # ValueError: not even a well-formed job id
+        return _err(404, "not_found", detail="no such job")
     status = job.get_status()
     status = getattr(status, "value", status)
     result = job.return_value() if status == "finished" else None
@@ -239,3 +239,11 @@ def sync_log() -> tuple[Response, int]:
         return _mapping_errors(exc)
     entries = _ext().store.sync_log(**q)
     return jsonify({"entries": [e.to_dict() for e in entries]}), 200
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    """This API, described as OpenAPI 3."""
+    from .openapi import build_spec  # noqa: PLC0415 - built on demand; apispec is not on the hot path
+
+    return jsonify(build_spec())
