@@ -300,6 +300,33 @@ def _print_report(r: Any) -> None:
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True)
+def status(as_json: bool) -> None:
+    """Health, as on the admin page: queues, failed jobs, AC rate, last webhook per system."""
+    from workers.metrics import Metrics  # noqa: PLC0415
+    from workers.queueing import RECONCILE_QUEUE, queue_depths  # noqa: PLC0415
+
+    settings = _settings()
+    with friendly_errors():
+        redis = connect_redis(resolve_redis_url(settings))
+        depths = queue_depths(redis, [settings.queue_name, RECONCILE_QUEUE])
+        snap = Metrics(redis).snapshot(queues=depths)
+    if as_json:
+        click.echo(json.dumps(snap, indent=2))
+        return
+    now = time.time()
+    for source, at in snap["last_webhook_at"].items():
+        when = "never" if not at else f"{now - at:.0f} s ago"
+        click.echo(f"last {source} webhook: {when}")
+    rate = snap["ac_requests_last_second"]
+    click.echo(f"AC requests in the last second: {rate} (limit {settings.ac_rate_limit}/s)")
+    for key, n in depths.items():
+        click.echo(f"{key.replace('|', ' '):<30} {n:>8}")
+    for key, n in sorted(snap["outcomes"].items()):
+        click.echo(f"events {key.replace('|', ' '):<23} {n:>8}")
+
+
+@main.command()
 def demo() -> None:
     """Drive the running sandbox through the seed's use cases and print the timings."""
     from .demo import Demo, load_sandbox_info  # noqa: PLC0415
