@@ -57,6 +57,7 @@ class Stats:
     writes: Counter = field(default_factory=Counter)
     webhooks_sent: int = 0
     webhooks_failed: int = 0
+    delivery_failures: int = 0  # failed attempts, retried or not
     arrivals: deque = field(default_factory=lambda: deque(maxlen=100_000))
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -245,6 +246,9 @@ class Outbox:
                 ok = 200 <= resp.status_code < 300
             except requests.RequestException as exc:
                 log.info("webhook delivery failed: %s", type(exc).__name__)
+            if not ok:
+                with self.stats.lock:
+                    self.stats.delivery_failures += 1
             if not ok and attempt < self.retries:
                 threading.Timer(
                     self.backoff * (2**attempt), self._q.put, args=((build, attempt + 1),)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import secrets
 import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import click
@@ -138,8 +140,8 @@ def _gunicorn_argv(host: str, port: int, web_workers: int) -> list[str]:
         "4",
         "--graceful-timeout",
         "10",
-        "--access-logfile",
-        "-",
+        # No access log: AC's webhook URL carries a secret token in its path. The app logs one
+        # line per webhook (counts, no emails) instead.
         "webhooks:create_app()",
     ]
 
@@ -532,15 +534,37 @@ def failed_list() -> None:
         click.echo(f"{job.id}  {job.description}  {last}")
 
 
+def _parse_since(value: str) -> datetime:
+    """An ISO time (`2026-12-04T10:00`, UTC if no zone) or an age (`30m`, `2h`, `1d`)."""
+    m = re.fullmatch(r"(\d+)([smhd])", value.strip())
+    if m:
+        seconds = int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+        return datetime.now(timezone.utc) - timedelta(seconds=seconds)
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise Fail(f"--since takes an ISO time or an age like 30m, 2h, 1d; got {value!r}") from None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
 @failed.command("replay")
 @click.argument("job_id", required=False)
-@click.option("--all", "replay_all", is_flag=True)
-def failed_replay(job_id: str | None, replay_all: bool) -> None:
+@click.option("--all", "replay_all", is_flag=True, help="every failed job")
+@click.option(
+    "--since", default=None, help="failed jobs that failed after this time or age (30m, 2h)"
+)
+def failed_replay(job_id: str | None, replay_all: bool, since: str | None) -> None:
     """Re-run failed events through the same sync path (the ordering guard still applies)."""
-    if not job_id and not replay_all:
-        raise Fail("give a JOB_ID or --all")
+    if sum(bool(x) for x in (job_id, replay_all, since)) != 1:
+        raise Fail("give one of JOB_ID, --all or --since")
+    cutoff = _parse_since(since) if since else None
     queue, registry = _failed_registry()
-    ids = registry.get_job_ids() if replay_all else [job_id]
+    ids = [job_id] if job_id else registry.get_job_ids()
+    if cutoff is not None:
+        jobs = queue.job_class.fetch_many(
+            ids, connection=queue.connection, serializer=queue.serializer
+        )
+        ids = [j.id for j in jobs if j is not None and j.ended_at and _aware(j.ended_at) >= cutoff]
     done = 0
     for jid in ids:
         try:
@@ -549,6 +573,10 @@ def failed_replay(job_id: str | None, replay_all: bool) -> None:
         except Exception as exc:  # rq raises InvalidJobOperation / NoSuchJobError
             raise Fail(f"cannot replay {jid}: {exc}") from exc
     click.echo(f"requeued {done} job(s)")
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 # -- AC webhook ---------------------------------------------------------------------------
