@@ -12,7 +12,9 @@ from redis import Redis
 
 from mapping_store import Store
 
+from .acindex import ACContactIndex
 from .activecampaign import ActiveCampaignClient
+from .coalesce import Coalescer
 from .config import Settings
 from .embedded import discover
 from .errors import NotConfigured
@@ -86,6 +88,7 @@ class Context:
             timeout=settings.http_timeout,
             on_request=lambda method, status: metrics.request("klcode", method, status),
         )
+        coalescer = Coalescer(redis, ACContactIndex(redis, ac), settings.queue_name)
         return cls(
             settings,
             redis,
@@ -94,7 +97,7 @@ class Context:
             limiter,
             ac,
             klcode,
-            make_engine(redis, store, ac, klcode),
+            make_engine(redis, store, ac, klcode, defer=coalescer),
             ac_background,
             make_engine(redis, store, ac_background, klcode),
             metrics,
@@ -129,7 +132,11 @@ def ac_client(
 
 
 def make_engine(
-    redis: Redis, store: Store, ac: ActiveCampaignClient, klcode: KlCodeClient
+    redis: Redis,
+    store: Store,
+    ac: ActiveCampaignClient,
+    klcode: KlCodeClient,
+    defer: Callable[[Any, Any], bool] | None = None,
 ) -> SyncEngine:
     def resolve_ac_tag(name: str) -> int | None:
         tag = ac.find_tag(name)
@@ -140,6 +147,7 @@ def make_engine(
         store=store,
         sides={"ac": ACSide(ac, redis), "klcode": KlCodeSide(klcode, redis)},
         resolve_ac_tag=resolve_ac_tag,
+        defer=defer,
     )
 
 

@@ -61,14 +61,19 @@ def _common(ev: TagEvent, at: Attempt) -> dict[str, Any]:
     }
 
 
-def process_event(event: dict[str, Any]) -> dict[str, Any]:
-    """Apply one tag event to the other system, or record why not."""
+def process_event(event: dict[str, Any], direct: bool = False) -> dict[str, Any]:
+    """Apply one tag event to the other system, or record why not.
+
+    `direct`: never hand the write to the burst coalescer (a retry of one it could not import).
+    """
     ctx = get_context()
     ev = TagEvent.from_dict(event)
     at = _attempt(get_current_job())
     common = _common(ev, at)
     try:
-        result = ctx.engine.process(ev)
+        result = ctx.engine.process(ev, allow_defer=not direct)
+        if result.outcome == "deferred":
+            return {"outcome": "deferred", "detail": result.detail}  # the flush records it
     except ContactNotFound as exc:
         if at.final:
             detail = f"{exc}; gave up after {at.number} attempts"
@@ -165,3 +170,80 @@ def reconcile_mapping(mapping_id: int, dry_run: bool = False) -> dict[str, Any]:
         _no_more_retries()  # a failed listing is reported, not retried 240 times
         raise
     return {"status": "done", **report.to_dict()}
+
+
+def flush_bulk(mapping_id: int) -> dict[str, Any]:
+    """Apply a burst of deferred KlCode adds to AC through bulk imports (workers/coalesce.py)."""
+    from .bulk import BULK_MAX  # noqa: PLC0415
+    from .coalesce import finish_flush, take, wait_for_batch  # noqa: PLC0415
+
+    ctx = get_context()
+    totals = {"applied": 0, "stale": 0, "requeued": 0, "skipped": 0}
+    try:
+        while True:
+            wait_for_batch(ctx.redis, mapping_id, BULK_MAX)
+            rows = take(ctx.redis, mapping_id, BULK_MAX)
+            if not rows:
+                break
+            _flush_rows(ctx, mapping_id, rows, totals)
+    finally:
+        finish_flush(ctx.redis, ctx.settings.queue_name, mapping_id)
+    log.info("bulk flush of mapping %s: %s", mapping_id, totals)
+    return totals
+
+
+def _flush_rows(ctx: Any, mapping_id: int, rows: list[Any], totals: dict[str, int]) -> None:
+    from mapping_store import MappingNotFound  # noqa: PLC0415
+
+    from .bulk import BulkAdder, Item  # noqa: PLC0415
+    from .coalesce import done  # noqa: PLC0415
+
+    try:
+        m = ctx.store.get_mapping(mapping_id)
+    except MappingNotFound:
+        m = None
+    events = {email: [TagEvent.from_dict(e) for e in evs] for email, _, evs in rows}
+    if m is None or not m.active or not m.allows("klcode", "ac"):
+        outcome = "no_mapping" if m is None else ("inactive" if not m.active else "direction")
+        for evs in events.values():
+            for ev in evs:
+                _record_deferred(
+                    ctx, ev, outcome, "the mapping changed before the bulk import", mapping_id
+                )
+        totals["skipped"] += len(events)
+        done(ctx.redis, mapping_id, list(events))
+        return
+    items = [
+        Item(email=email, when=when, event_id=events[email][-1].event_id) for email, when, _ in rows
+    ]
+    result = BulkAdder(ac=ctx.ac, engine=ctx.engine).add(m, items)
+    batch = ",".join(b[:8] for b in result.batches)
+    for it in result.applied:
+        for ev in events[it.email]:
+            _record_deferred(ctx, ev, "applied", f"copy add -> ac (bulk import {batch})", m.id)
+    for it in result.stale:
+        for ev in events[it.email]:
+            _record_deferred(ctx, ev, "stale", "a newer change happened later", m.id)
+    for it, _why in result.failed:
+        for ev in events[it.email]:
+            ctx.events.requeue_direct(ev)  # one by one, with its own retries
+    totals["applied"] += len(result.applied)
+    totals["stale"] += len(result.stale)
+    totals["requeued"] += len(result.failed)
+    done(ctx.redis, mapping_id, list(events))
+
+
+def _record_deferred(ctx: Any, ev: TagEvent, outcome: str, detail: str, mapping_id: int) -> None:
+    ctx.store.record_outcome(
+        source=ev.source,
+        event_id=ev.event_id,
+        email=ev.email,
+        tag=ev.tag,
+        op=ev.op,
+        outcome=outcome,
+        detail=detail,
+        mapping_id=mapping_id,
+    )
+    ctx.metrics.outcome(
+        ev.source, outcome, time.time() - ev.received_at if outcome == "applied" else None
+    )

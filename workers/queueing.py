@@ -104,10 +104,10 @@ class EventQueue:
         self.dedup_ttl = dedup_ttl
         self._script = redis.register_script(_INGEST)
 
-    def make_job(self, event: TagEvent) -> Job:
+    def make_job(self, event: TagEvent, *, direct: bool = False) -> Job:
         job = Job.create(
             PROCESS_EVENT,
-            args=[event.to_dict()],
+            args=[event.to_dict(), True] if direct else [event.to_dict()],
             connection=self.redis,
             serializer=JSONSerializer,
             id=uuid.uuid4().hex,
@@ -132,6 +132,10 @@ class EventQueue:
         job.enqueued_at = now()
         job._status = JobStatus.QUEUED  # what Queue.enqueue_job sets before saving
         return job
+
+    def requeue_direct(self, event: TagEvent) -> Job:
+        """Queue an already-accepted event again, to be applied one by one (never coalesced)."""
+        return self.queue.enqueue_job(self.make_job(event, direct=True))
 
     def push(self, events: Sequence[TagEvent], *, source: str) -> list[bool]:
         """Enqueue each event unless its delivery id was seen; True where newly queued.

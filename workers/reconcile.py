@@ -24,19 +24,16 @@ from mapping_store import Mapping, Store, email_key
 
 from .acindex import ACContactIndex
 from .activecampaign import ActiveCampaignClient
+from .bulk import BULK_MIN, BulkAdder, BulkResult, Item
 from .errors import ContactNotFound, SyncError
 from .events import TagEvent
 from .klcode import TAG_CUSTOMERS_PAGE, KlCodeClient
 from .locks import Locks
 from .plan import Plan, plan
-from .sync import KeyState, SyncEngine, Write
+from .sync import SyncEngine
 
 log = logging.getLogger(__name__)
 
-BULK_MIN = 10  # AC suggests bulk import from 10 contacts; fewer go one by one
-BULK_MAX = 250  # AC's maximum contacts per bulk import request
-IMPORT_POLL = 1.0  # seconds between bulk import status checks
-IMPORT_TIMEOUT = 900.0  # seconds we wait for AC to finish one bulk import
 LOCK_TTL = 30.0  # seconds; renewed while the reconciliation runs
 PROGRESS_EVERY = 0.5  # seconds between progress reports
 
@@ -265,44 +262,43 @@ class Reconciler:
         self._report(applied=self._progress.get("applied", 0) + 1)
 
     def _bulk_add(self, m: Mapping, emails: list[str], report: Report, t_kl: float) -> None:
-        """Add the AC tag to known contacts, 250 per bulk import, then settle the ordering state."""
-        for i in range(0, len(emails), BULK_MAX):
-            batch = [e for e in emails[i : i + BULK_MAX] if not self._superseded(m, e, t_kl)]
-            report.stale += len(emails[i : i + BULK_MAX]) - len(batch)
-            if not batch:
-                continue
-            started = self.clock()
-            batch_id = self.ac.bulk_import([{"email": e, "tags": [m.ac_tag_name]} for e in batch])
-            report.bulk_batches += 1
-            failed = self._wait_import(batch_id)
-            finished = self.clock()
-            entries = []
-            for email in batch:
-                if email in failed:
-                    report.failed += 1
-                    entries.append(
-                        self._bulk_entry(
-                            m, report, email, "failed", f"bulk import {batch_id} failed"
-                        )
-                    )
-                    continue
-                report.added_ac += 1
-                self._done.add(email)
-                self._record_bulk_write(m, email, t_kl, started, finished)
-                entries.append(
-                    self._bulk_entry(
-                        m, report, email, "applied", f"ac: added by bulk import {batch_id}"
-                    )
-                )
-            self.store.record_many(entries)
-            self._report(applied=self._progress.get("applied", 0) + len(batch))
+        """Add the AC tag to known contacts through bulk import (see workers/bulk.py)."""
+        items = [
+            Item(email=e, when=t_kl, event_id=f"rc:{report.run_id}:klcode:add:{e}") for e in emails
+        ]
+        done = 0
+
+        def on_batch(r: BulkResult) -> None:
+            nonlocal done
+            new = r.applied[done:]
+            done = len(r.applied)
+            self._report(applied=self._progress.get("applied", 0) + len(new))
+
+        result = BulkAdder(ac=self.ac, engine=self.engine, clock=self.clock).add(m, items, on_batch)
+        report.bulk_batches += len(result.batches)
+        report.added_ac += len(result.applied)
+        report.stale += len(result.stale)
+        report.failed += len(result.failed)
+        self._done.update(it.email for it in result.applied)
+        entries = [
+            self._bulk_entry(m, it.event_id, it.email, "applied", "ac: added by bulk import")
+            for it in result.applied
+        ]
+        entries += [
+            self._bulk_entry(m, it.event_id, it.email, "stale", "a newer change came first")
+            for it in result.stale
+        ]
+        entries += [
+            self._bulk_entry(m, it.event_id, it.email, "failed", why) for it, why in result.failed
+        ]
+        self.store.record_many(entries)
 
     def _bulk_entry(
-        self, m: Mapping, report: Report, email: str, outcome: str, detail: str
+        self, m: Mapping, event_id: str, email: str, outcome: str, detail: str
     ) -> dict[str, Any]:
         return {
             "source": "reconcile",
-            "event_id": f"rc:{report.run_id}:klcode:add:{email}",
+            "event_id": event_id,
             "email": email,
             "mapping_id": m.id,
             "tag": m.klcode_tag,
@@ -310,53 +306,6 @@ class Reconciler:
             "outcome": outcome,
             "detail": detail,
         }
-
-    def _state_key(self, m: Mapping, email: str) -> str:
-        return f"tagsync:state:{m.id}:{email}"
-
-    def _superseded(self, m: Mapping, email: str, when: float) -> bool:
-        state = KeyState.from_json(self.redis.get(self._state_key(m, email)))
-        return state.ts is not None and state.ts > when
-
-    def _record_bulk_write(
-        self, m: Mapping, email: str, when: float, started: float, finished: float
-    ) -> None:
-        """Bulk import fires no webhooks (no echo markers); it still is our write, for ordering."""
-        with self.engine.lock(m.id, email):
-            key = self._state_key(m, email)
-            state = KeyState.from_json(self.redis.get(key))
-            newer = state.ts is not None and state.ts > when
-            if not newer:
-                state.ts, state.op, state.src, state.eid = when, "add", "klcode", f"rc-bulk:{email}"
-            state.writes["ac"] = Write(op="add", started=started, finished=finished, src_ts=when)
-            self.redis.set(key, state.to_json(), ex=30 * 24 * 3600)
-        if newer and state.op == "remove" and state.src and state.eid and state.ts:
-            # A removal was applied while the import ran, and our add landed on top of it:
-            # re-apply the newest change, as the engine does for any write that overtook one.
-            fix = TagEvent(
-                source=state.src,  # type: ignore[arg-type]
-                event_id=state.eid,
-                op="remove",
-                email=email,  # type: ignore[arg-type]
-                tag=m.klcode_tag if state.src == "klcode" else m.ac_tag_name,
-                occurred_at=state.ts,
-                received_at=self.clock(),
-                reconcile=True,
-            )
-            self.engine.process(fix, mapping=m)
-
-    def _wait_import(self, batch_id: str) -> set[str]:
-        """Poll until AC finished the import; returns the emails it could not import."""
-        deadline = time.monotonic() + IMPORT_TIMEOUT
-        while True:
-            info = self.ac.import_info(batch_id)
-            if str(info.get("status", "")).lower() == "completed":
-                return {email_key(str(e)) for e in info.get("failure") or []}
-            if time.monotonic() > deadline:
-                raise SyncError(
-                    f"bulk import {batch_id} not completed after {IMPORT_TIMEOUT:.0f} s"
-                )
-            time.sleep(IMPORT_POLL)
 
     # -- bookkeeping ----------------------------------------------------------------------
 

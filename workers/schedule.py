@@ -12,6 +12,7 @@ import time
 
 from mapping_store import Mapping, tag_key
 
+from .acindex import ACContactIndex
 from .context import Context
 from .errors import SyncError
 from .queueing import enqueue_reconcile
@@ -44,11 +45,23 @@ def tick(ctx: Context, now: float | None = None) -> list[int]:
             if enqueue_reconcile(ctx.redis, m.id, job_id=f"scheduled-{m.id}-{m.schedule}-{slot}"):
                 log.info("scheduled %s reconciliation of mapping %s queued", m.schedule, m.id)
                 queued.append(m.id)
+    refresh_index(ctx)
     last = float(ctx.redis.get(COUNTS_KEY) or 0)
     if now - last >= COUNTS_EVERY:
         ctx.redis.set(COUNTS_KEY, now)
         refresh_counts(ctx)
     return queued
+
+
+def refresh_index(ctx: Context) -> int:
+    """Keep the AC contact index fresh (a page of changes a minute; a full rebuild daily)."""
+    if getattr(ctx, "ac_background", None) is None:
+        return 0
+    try:
+        return ACContactIndex(ctx.redis, ctx.ac_background).refresh()
+    except SyncError as exc:
+        log.warning("AC contact index not refreshed: %s", exc.reason)
+        return 0
 
 
 def refresh_counts(ctx: Context) -> int:

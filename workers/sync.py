@@ -117,6 +117,7 @@ class SyncEngine:
         store: Store,
         sides: dict[str, Side],
         resolve_ac_tag: Callable[[str], int | None] | None = None,
+        defer: Callable[[Mapping, TagEvent], bool] | None = None,
         echo_skew: float = ECHO_SKEW,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -124,6 +125,7 @@ class SyncEngine:
         self.store = store
         self.sides = sides
         self.resolve_ac_tag = resolve_ac_tag
+        self.defer = defer  # may take an (add -> AC) write over, to batch it (workers/coalesce.py)
         self.echo_skew = echo_skew
         self.clock = clock
         self.locks = Locks(redis, ttl=LOCK_TTL)
@@ -163,7 +165,9 @@ class SyncEngine:
 
     # -- the decision ---------------------------------------------------------------------
 
-    def process(self, event: TagEvent, *, mapping: Mapping | None = None) -> Result:
+    def process(
+        self, event: TagEvent, *, mapping: Mapping | None = None, allow_defer: bool = True
+    ) -> Result:
         """Decide and apply one event; returns its outcome.
 
         Raises:
@@ -202,6 +206,15 @@ class SyncEngine:
                     f"direction {mapping.direction} does not copy from {event.source}",
                     mapping.id,
                 )
+            if (
+                writes == [("ac", "copy")]
+                and event.op == "add"
+                and not event.reconcile
+                and allow_defer
+                and self.defer is not None
+                and self.defer(mapping, event)
+            ):
+                return Result("deferred", "queued for a bulk import", mapping.id)
             changed: list[str] = []
             unchanged: list[str] = []
             missing: ContactNotFound | None = None
