@@ -76,6 +76,12 @@ class ACWebhookSchema(_Strict):
     tag = TagNameField(required=True)
 
 
+# Built once: a marshmallow schema's construction (deep copies of its fields) costs far more
+# than a load, and loading does not mutate the instance, so threads can share it.
+_KLCODE_EVENT = KlCodeEventSchema()
+_AC_WEBHOOK = ACWebhookSchema()
+
+
 @dataclass
 class Parsed:
     events: list[TagEvent]
@@ -106,7 +112,7 @@ def parse_klcode(body: Any, *, received_at: float) -> Parsed:
         items, batched = [body], False
     else:
         raise ValidationError({"_schema": ["body must be a JSON object"]})
-    schema = KlCodeEventSchema()
+    schema = _KLCODE_EVENT
     errors: dict[Any, Any] = {}
     events: list[TagEvent] = []
     ignored = 0
@@ -185,7 +191,7 @@ def parse_ac(form: dict[str, str], *, received_at: float, tz_name: str = "UTC") 
         raise ValidationError({"type": ["Missing data for required field."]})
     if kind not in AC_TYPES:
         return Parsed([], 1)
-    loaded = ACWebhookSchema().load(data)
+    loaded = _AC_WEBHOOK.load(data)
     when = parse_ac_time(loaded["date_time"], tz_name)
     contact = loaded["contact"]
     event = TagEvent(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 from mapping_store import email_key, tag_key
@@ -33,7 +33,8 @@ class TagEvent:
     reconcile: bool = False  # made by a reconciliation from a listing, not reported by a webhook
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Not dataclasses.asdict: it deep-copies; this runs for every event the receiver takes.
+        return {f: getattr(self, f) for f in _FIELDS}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TagEvent:
@@ -49,6 +50,9 @@ class TagEvent:
             initiated_from=data.get("initiated_from"),
             reconcile=bool(data.get("reconcile", False)),
         )
+
+
+_FIELDS = tuple(f.name for f in fields(TagEvent))
 
 
 def klcode_event_id(raw_id: str) -> str:
