@@ -214,7 +214,8 @@ def bench_receiver(tmp: Path, quick: bool) -> tuple[list[Row], dict[str, Any]]:
             rows.append(
                 (
                     f"receiver {name}: p50 / p99 latency",
-                    f"{ours.p50_ms:.1f} / {ours.p99_ms:.1f} ms (bare {bare.p50_ms:.1f} / {bare.p99_ms:.1f})",
+                    f"{ours.p50_ms:.1f} / {ours.p99_ms:.1f} ms "
+                    f"(bare {bare.p50_ms:.1f} / {bare.p99_ms:.1f})",
                     "-",
                     None,
                 )

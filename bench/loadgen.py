@@ -65,7 +65,7 @@ async def _conn(
 
 
 def run(host: str, port: int, reqs: list[bytes], *, seconds: float, connections: int) -> LoadResult:
-    """Cycle through prepared raw requests for `seconds` over `connections` keep-alive connections."""
+    """Cycle through prepared raw requests for `seconds` over keep-alive connections."""
     out = LoadResult(0, 0.0, {})
     seq = [0]
     lat: list[float] = []
