@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from workers.config import Settings
 from workers.context import AC_RATE_KEY, ac_client, connect_redis, resolve_redis_url
 from workers.embedded import discover
 from workers.klcode import KlCodeClient
+from workers.logs import setup_logging
 from workers.metrics import Metrics
 from workers.queueing import EventQueue
 from workers.ratelimit import RateLimiter
@@ -47,6 +49,8 @@ class WebContext:
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the Flask app from the environment; `test_config` overrides any key."""
     app = Flask(__name__)
+    if not logging.getLogger().handlers:  # under gunicorn: our decision lines to its stderr too
+        setup_logging(os.environ.get("LOG_LEVEL", "INFO"))
     settings = Settings.from_env()
     app.config.from_mapping(
         MAX_CONTENT_LENGTH=MAX_BODY,

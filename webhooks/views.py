@@ -55,7 +55,7 @@ def _enqueue(parsed: Parsed, source: str) -> tuple[Response, int]:
         body["duplicates"] = len(fresh) - queued
     if parsed.ignored:
         body["ignored"] = parsed.ignored
-    log.info(
+    log.debug(  # per request: the counts are in /metrics; INFO would cost the hot path
         "%s webhook: %d queued, %d duplicate, %d ignored",
         source,
         queued,

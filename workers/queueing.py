@@ -166,7 +166,10 @@ class EventQueue:
             )
             fields = _hset_args(self.make_job(probe))
             pairs = dict(zip(fields[::2], fields[1::2], strict=True))
-            shared = [x for k, v in pairs.items() if k not in PER_EVENT_FIELDS for x in (k, v)]
+            # Empty fields (started_at, worker_name...) are left out: RQ reads missing as empty.
+            shared = [
+                x for k, v in pairs.items() if k not in PER_EVENT_FIELDS and v != "" for x in (k, v)
+            ]
             self._shared = json.dumps(
                 [x.decode() if isinstance(x, bytes) else str(x) for x in shared]
             )
