@@ -165,14 +165,17 @@ def add() -> Response | tuple[str, int]:
     return redirect(url_for("admin.index"), code=303)
 
 
+def _mapping_or_404(mapping_id: int) -> Any:
+    try:
+        return _ext().store.get_mapping(mapping_id)
+    except MappingNotFound:
+        abort(404, f"mapping {mapping_id} does not exist")
+
+
 @bp.get("/mappings/<int:mapping_id>/edit")
 def edit(mapping_id: int) -> str:
     """The edit form of one mapping."""
-    try:
-        m = _ext().store.get_mapping(mapping_id)
-    except MappingNotFound:
-        abort(404, f"mapping {mapping_id} does not exist")
-    return render_template("edit.html", m=m, errors={})
+    return render_template("edit.html", m=_mapping_or_404(mapping_id), errors={})
 
 
 @bp.post("/mappings/<int:mapping_id>/edit")
@@ -193,8 +196,8 @@ def save(mapping_id: int) -> Response | tuple[str, int]:
 @bp.post("/mappings/<int:mapping_id>/delete")
 def delete(mapping_id: int) -> Response:
     """Delete a mapping (tags already applied stay in both systems)."""
+    m = _mapping_or_404(mapping_id)
     try:
-        m = _ext().store.get_mapping(mapping_id)
         _ext().store.delete_mapping(mapping_id)
     except MappingNotFound:
         abort(404, f"mapping {mapping_id} does not exist")
@@ -205,10 +208,7 @@ def delete(mapping_id: int) -> Response:
 @bp.post("/mappings/<int:mapping_id>/sync")
 def sync(mapping_id: int) -> Response:
     """Sync Now (or its dry-run preview): queue it and show its progress."""
-    try:
-        _ext().store.get_mapping(mapping_id)
-    except MappingNotFound:
-        abort(404, f"mapping {mapping_id} does not exist")
+    _mapping_or_404(mapping_id)
     job = enqueue_reconcile(_ext().redis, mapping_id, dry_run=request.form.get("dry_run") == "1")
     if job is None:
         abort(409, "a reconciliation of this mapping is already queued")

@@ -16,7 +16,6 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import click
-import requests
 
 from mapping_store import (
     DIRECTIONS,
@@ -29,7 +28,14 @@ from mapping_store import (
 )
 from workers.activecampaign import ActiveCampaignClient
 from workers.config import Settings
-from workers.context import Context, connect_redis, resolve_redis_url, set_context
+from workers.context import (
+    AC_RATE_KEY,
+    Context,
+    ac_client,
+    connect_redis,
+    resolve_redis_url,
+    set_context,
+)
 from workers.errors import NotConfigured, SyncError
 from workers.logs import setup_logging
 from workers.mappings import ACUnavailable, UnknownACTag, create_mapping, update_mapping
@@ -83,27 +89,19 @@ def _store(settings: Settings) -> Store:
 
 
 def _ac(settings: Settings) -> ActiveCampaignClient | None:
+    """An AC client for the CLI, on the deployment's shared rate limit when Redis is reachable."""
     if not settings.ac_api_url:
         return None
-    limiter = None
-    url = settings.redis_url or None
-    if url is None:
-        from workers.embedded import discover  # noqa: PLC0415
+    from workers.embedded import discover  # noqa: PLC0415
+    from workers.ratelimit import RateLimiter  # noqa: PLC0415
 
-        url = discover(settings.data_dir)
-    if url:
-        from workers.ratelimit import RateLimiter  # noqa: PLC0415
-
-        limiter = RateLimiter(
-            connect_redis(url), key="tagsync:ratelimit:ac", rate=settings.ac_rate_limit
-        )
-    return ActiveCampaignClient(
-        session=requests.Session(),
-        base_url=settings.ac_api_url,
-        api_token=settings.ac_api_token,
-        timeout=settings.http_timeout,
-        limiter=limiter,
+    url = settings.redis_url or discover(settings.data_dir)
+    limiter = (
+        RateLimiter(connect_redis(url), key=AC_RATE_KEY, rate=settings.ac_rate_limit)
+        if url
+        else None
     )
+    return ac_client(settings, limiter)
 
 
 @click.group()

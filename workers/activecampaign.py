@@ -139,24 +139,7 @@ class ActiveCampaignClient(JsonApiClient):
 
     def contacts_updated_after(self, when: str) -> Iterator[tuple[int, str]]:
         """Every contact changed after `when` (ISO 8601), paged at 100."""
-        offset = 0
-        while True:
-            body = (
-                self.request(
-                    "GET",
-                    "/api/3/contacts",
-                    params={"filters[updated_after]": when, "limit": PAGE_LIMIT, "offset": offset},
-                ).body
-                or {}
-            )
-            contacts = body.get("contacts") or []
-            for c in contacts:
-                if _int(c.get("id")) is not None:
-                    yield int(c["id"]), str(c.get("email", ""))
-            total = _int((body.get("meta") or {}).get("total"))
-            offset += PAGE_LIMIT
-            if not contacts or (total is not None and offset >= total):
-                return
+        return self._paged_contacts({"filters[updated_after]": when})
 
     def bulk_import(self, contacts: list[dict[str, Any]]) -> str:
         """Queue a bulk import (<= 250 contacts, tags by name); returns its batch id.
@@ -179,16 +162,13 @@ class ActiveCampaignClient(JsonApiClient):
 
     def contacts_with_tag(self, tag_id: int) -> Iterator[tuple[int, str]]:
         """Every (contact id, email) holding the tag, paged at AC's maximum of 100."""
+        return self._paged_contacts({"tagid": tag_id})
+
+    def _paged_contacts(self, params: dict[str, Any]) -> Iterator[tuple[int, str]]:
         offset = 0
         while True:
-            body = (
-                self.request(
-                    "GET",
-                    "/api/3/contacts",
-                    params={"tagid": tag_id, "limit": PAGE_LIMIT, "offset": offset},
-                ).body
-                or {}
-            )
+            query = {**params, "limit": PAGE_LIMIT, "offset": offset}
+            body = self.request("GET", "/api/3/contacts", params=query).body or {}
             contacts = body.get("contacts") or []
             for c in contacts:
                 cid = _int(c.get("id"))
