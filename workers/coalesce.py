@@ -32,7 +32,7 @@ COLLECT = 1.0  # seconds a flush waits for its batch to fill
 PENDING = "tagsync:bulk:{mid}"  # zset: email -> time of the newest deferred add
 EVENTS = "tagsync:bulk:{mid}:events"  # hash: email -> JSON list of deferred events
 SCHEDULED = "tagsync:bulk:{mid}:scheduled"  # set while a flush is queued or running
-FLUSH_MARK_TTL = 3600  # seconds; outlives any flush, so a dead one cannot block the next for long
+FLUSH_MARK_TTL = 300  # seconds; a running flush renews it, so only a dead flush's mark expires
 FLUSH = "workers.jobs.flush_bulk"
 
 
@@ -84,6 +84,25 @@ def finish_flush(redis: Redis, queue_name: str, mid: int) -> None:
     redis.delete(SCHEDULED.format(mid=mid))
     if redis.zcard(PENDING.format(mid=mid)):
         schedule_flush(redis, Queue(queue_name, connection=redis, serializer=JSONSerializer), mid)
+
+
+def keep_mark(redis: Redis, mid: int) -> None:
+    redis.expire(SCHEDULED.format(mid=mid), FLUSH_MARK_TTL)
+
+
+def stranded(redis: Redis, queue: Queue) -> list[int]:
+    """Mappings with deferred adds and no flush to apply them (one died); flush queued again."""
+    out = []
+    for key in redis.scan_iter(match=PENDING.format(mid="*"), count=100):
+        parts = key.decode().split(":")
+        if (
+            len(parts) == 3
+            and parts[2].isdigit()
+            and not redis.exists(SCHEDULED.format(mid=parts[2]))
+        ):
+            schedule_flush(redis, queue, int(parts[2]))
+            out.append(int(parts[2]))
+    return out
 
 
 def take(redis: Redis, mid: int, limit: int) -> list[tuple[str, float, list[dict[str, Any]]]]:

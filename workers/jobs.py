@@ -175,12 +175,13 @@ def reconcile_mapping(mapping_id: int, dry_run: bool = False) -> dict[str, Any]:
 def flush_bulk(mapping_id: int) -> dict[str, Any]:
     """Apply a burst of deferred KlCode adds to AC through bulk imports (workers/coalesce.py)."""
     from .bulk import BULK_MAX  # noqa: PLC0415
-    from .coalesce import finish_flush, take, wait_for_batch  # noqa: PLC0415
+    from .coalesce import finish_flush, keep_mark, take, wait_for_batch  # noqa: PLC0415
 
     ctx = get_context()
     totals = {"applied": 0, "stale": 0, "requeued": 0, "skipped": 0}
     try:
         while True:
+            keep_mark(ctx.redis, mapping_id)
             wait_for_batch(ctx.redis, mapping_id, BULK_MAX)
             rows = take(ctx.redis, mapping_id, BULK_MAX)
             if not rows:

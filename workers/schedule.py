@@ -13,6 +13,7 @@ import time
 from mapping_store import Mapping, tag_key
 
 from .acindex import ACContactIndex
+from .coalesce import stranded
 from .context import Context
 from .errors import SyncError
 from .queueing import enqueue_reconcile
@@ -46,6 +47,8 @@ def tick(ctx: Context, now: float | None = None) -> list[int]:
                 log.info("scheduled %s reconciliation of mapping %s queued", m.schedule, m.id)
                 queued.append(m.id)
     refresh_index(ctx)
+    if getattr(ctx, "events", None) is not None:
+        stranded(ctx.redis, ctx.events.queue)  # deferred adds whose flush died
     last = float(ctx.redis.get(COUNTS_KEY) or 0)
     if now - last >= COUNTS_EVERY:
         ctx.redis.set(COUNTS_KEY, now)

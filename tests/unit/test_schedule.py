@@ -65,3 +65,15 @@ def test_tick_refreshes_customer_counts(redis: fakeredis.FakeRedis, store: Store
     assert fresh.customer_count == 42 and fresh.customer_count_at is not None
     assert fresh.last_synced_at is None  # a count is not a sync
     assert fresh.customer_count_at > datetime.now(timezone.utc) - timedelta(minutes=1)
+
+
+def test_stranded_deferred_adds_get_a_new_flush(redis: fakeredis.FakeRedis) -> None:
+    from workers.coalesce import PENDING, SCHEDULED, stranded
+
+    queue = Queue("tagsync-events", connection=redis, serializer=JSONSerializer)
+    redis.zadd(PENDING.format(mid=5), {"a@x.com": 1.0})
+    redis.zadd(PENDING.format(mid=6), {"b@x.com": 1.0})
+    redis.set(SCHEDULED.format(mid=6), "1")  # mapping 6 has a live flush
+    assert stranded(redis, queue) == [5]
+    assert [j.func_name for j in queue.get_jobs()] == ["workers.jobs.flush_bulk"]
+    assert stranded(redis, queue) == []  # now marked
