@@ -190,16 +190,12 @@ def test_slow_ac_times_out_and_no_worker_hangs(stack_factory) -> None:
     slow, other = stack.customer("slow@example.com"), stack.customer("other@example.com")
     stack.sandbox.ac.faults.delay = 5.0
     stack.klcode_tag(slow, "Seafood Fan")
-    wait_for(
-        lambda: (
-            stack.sandbox.ac.stats.statuses.get("200", 0) == 0
-            and [e for e in stack.store.sync_log(email=slow) if e.outcome == "failed"]
-        ),
+    (entry,) = wait_for(
+        lambda: [e for e in stack.store.sync_log(email=slow) if e.outcome == "failed"],
         30,
         "a timeout recorded",
     )
-    entry = stack.store.sync_log(email=slow)[0]
-    assert "timeout" in entry.detail
+    assert "timeout" in entry.detail  # the 1 s timeout fired; the 5 s answer was not waited for
     stack.sandbox.ac.faults.delay = 0.0
     stack.ac_tag(other, "Beef Lover")  # the one worker is free: a later event still flows
     wait_for(
