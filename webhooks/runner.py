@@ -186,6 +186,7 @@ class Runner:
                 f"  KlCode stand-in:  {self.sandbox.klcode_url}   (try POST /_sandbox/tag)"
             )
             lines.append(f"  admin token:      {env['ADMIN_TOKEN']}")
+        lines.append(f"  admin page:       {base}/   (any user name; the admin token as password)")
         lines += [
             f"  receiver:         {base}/webhooks/klcode, {base}/webhooks/activecampaign/<token>",
             f"  health:           {base}/healthz, {base}/readyz",
