@@ -31,6 +31,7 @@ BACKLOG = 20  # events waiting in the queue before adds are coalesced
 COLLECT = 1.0  # seconds a flush waits for its batch to fill
 PENDING = "tagsync:bulk:{mid}"  # zset: email -> time of the newest deferred add
 EVENTS = "tagsync:bulk:{mid}:events"  # hash: email -> JSON list of deferred events
+MAPPINGS = "tagsync:bulk:mappings"  # set: mapping ids that may have deferred adds
 SCHEDULED = "tagsync:bulk:{mid}:scheduled"  # set while a flush is queued or running
 FLUSH_MARK_TTL = 300  # seconds; a running flush renews it, so only a dead flush's mark expires
 FLUSH = "workers.jobs.flush_bulk"
@@ -60,6 +61,7 @@ class Coalescer:
         pipe = self.redis.pipeline()
         pipe.zadd(PENDING.format(mid=mid), {event.email: max(e["occurred_at"] for e in pending)})
         pipe.hset(EVENTS.format(mid=mid), event.email, json.dumps(pending))
+        pipe.sadd(MAPPINGS, mid)
         pipe.execute()
         schedule_flush(self.redis, self.queue, mid)
         return True
@@ -93,16 +95,14 @@ def keep_mark(redis: Redis, mid: int) -> None:
 def stranded(redis: Redis, queue: Queue) -> list[int]:
     """Mappings with deferred adds and no flush to apply them (one died); flush queued again."""
     out = []
-    for key in redis.scan_iter(match=PENDING.format(mid="*"), count=100):
-        parts = key.decode().split(":")
-        if (
-            len(parts) == 3
-            and parts[2].isdigit()
-            and not redis.exists(SCHEDULED.format(mid=parts[2]))
-        ):
-            schedule_flush(redis, queue, int(parts[2]))
-            out.append(int(parts[2]))
-    return out
+    for raw in redis.smembers(MAPPINGS):
+        mid = int(raw)
+        if not redis.zcard(PENDING.format(mid=mid)):
+            redis.srem(MAPPINGS, raw)
+        elif not redis.exists(SCHEDULED.format(mid=mid)):
+            schedule_flush(redis, queue, mid)
+            out.append(mid)
+    return sorted(out)
 
 
 def take(redis: Redis, mid: int, limit: int) -> list[tuple[str, float, list[dict[str, Any]]]]:

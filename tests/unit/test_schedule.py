@@ -68,12 +68,14 @@ def test_tick_refreshes_customer_counts(redis: fakeredis.FakeRedis, store: Store
 
 
 def test_stranded_deferred_adds_get_a_new_flush(redis: fakeredis.FakeRedis) -> None:
-    from workers.coalesce import PENDING, SCHEDULED, stranded
+    from workers.coalesce import MAPPINGS, PENDING, SCHEDULED, stranded
 
     queue = Queue("tagsync-events", connection=redis, serializer=JSONSerializer)
     redis.zadd(PENDING.format(mid=5), {"a@x.com": 1.0})
     redis.zadd(PENDING.format(mid=6), {"b@x.com": 1.0})
+    redis.sadd(MAPPINGS, 5, 6, 7)  # 7: nothing pending any more
     redis.set(SCHEDULED.format(mid=6), "1")  # mapping 6 has a live flush
     assert stranded(redis, queue) == [5]
     assert [j.func_name for j in queue.get_jobs()] == ["workers.jobs.flush_bulk"]
     assert stranded(redis, queue) == []  # now marked
+    assert {int(m) for m in redis.smembers(MAPPINGS)} == {5, 6}
