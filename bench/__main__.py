@@ -29,6 +29,7 @@ import requests
 from redis import Redis
 
 from bench import loadgen, wrk
+from tests.harness import wait_for
 from webhooks.signatures import sign
 from workers.embedded import EmbeddedRedis, free_port
 
@@ -42,14 +43,7 @@ PACE = 0.15  # seconds between changes when measuring unloaded latency (AC allow
 
 
 def _wait(cond: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.005)
+    return wait_for(cond, timeout, what, poll=0.005)  # fine-grained: latencies are measured by it
 
 
 def _up(url: str) -> bool:
@@ -241,7 +235,6 @@ def bench_receiver(tmp: Path, quick: bool) -> tuple[list[Row], dict[str, Any]]:
 
 
 def _stack(tmp: Path, redis_url: str, name: str, **kwargs: Any) -> Any:
-    sys.path.insert(0, str(ROOT))
     from tests.harness import Stack  # noqa: PLC0415 - the integration tests' own harness
 
     path = tmp / name

@@ -230,12 +230,6 @@ def create_ac_app(state: ACState) -> Flask:
             return fault_response(*injected, {"message": "Service Unavailable"})
         return None
 
-    @app.after_request
-    def count(resp: Response) -> Response:
-        if request.path.startswith("/api/3/"):
-            state.stats.note_status(resp.status_code)
-        return resp
-
     def page() -> tuple[int, int]:
         try:
             limit = min(int(request.args.get("limit", 20)), PAGE_MAX)
@@ -516,7 +510,7 @@ def create_ac_app(state: ACState) -> Flask:
 
     # -- sandbox controls (not part of AC's API) ------------------------------------------
 
-    add_controls(app, state)
+    add_controls(app, state, api_prefix="/api/3/")
 
     @app.post("/_sandbox/tag")
     def admin_tag() -> Any:

@@ -146,8 +146,14 @@ def fault_response(
     return resp, status
 
 
-def add_controls(app: Flask, state: Any) -> None:
-    """Sandbox-only routes shared by both stand-ins: request stats and fault injection."""
+def add_controls(app: Flask, state: Any, *, api_prefix: str) -> None:
+    """Shared by both stand-ins: answer counting, and the sandbox-only stats and fault routes."""
+
+    @app.after_request
+    def count(resp: Response) -> Response:
+        if request.path.startswith(api_prefix):
+            state.stats.note_status(resp.status_code)
+        return resp
 
     @app.get("/_sandbox/stats")
     def stats() -> Response:

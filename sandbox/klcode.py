@@ -118,12 +118,6 @@ def create_klcode_app(state: KlCodeState) -> Flask:
             return fault_response(*injected, {"error": "unavailable"})
         return None
 
-    @app.after_request
-    def count(resp: Response) -> Response:
-        if request.path.startswith("/api/v1/"):
-            state.stats.note_status(resp.status_code)
-        return resp
-
     def customer_json(cid: int) -> dict[str, Any]:
         c = state.customers[cid]
         return {"id": cid, "email": c["email"], "tags": sorted(c["tags"])}
@@ -180,7 +174,7 @@ def create_klcode_app(state: KlCodeState) -> Flask:
 
     # -- sandbox controls -----------------------------------------------------------------
 
-    add_controls(app, state)
+    add_controls(app, state, api_prefix="/api/v1/")
 
     @app.post("/_sandbox/tag")
     def admin_tag() -> Any:

@@ -31,7 +31,9 @@ QUEUE = "tagsync-events"
 START_TIMEOUT = 20.0
 
 
-def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+def wait_for(
+    cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition", *, poll: float = 0.05
+) -> Any:
     """Poll until `cond()` is truthy, failing after `timeout` seconds; never a fixed sleep."""
     deadline = time.monotonic() + timeout
     while True:
@@ -40,7 +42,7 @@ def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condit
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(poll)
 
 
 class Stack:
@@ -160,6 +162,17 @@ class Stack:
     def logs(self) -> str:
         return "\n".join(
             f"== {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.tmp.glob("*.log"))
+        )
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run `tagsync ARGS` as ops would, against this stack."""
+        return subprocess.run(
+            [sys.executable, "-m", "webhooks.cli", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
 
     # -- data -----------------------------------------------------------------------------

@@ -3,8 +3,6 @@ sent was applied, or recorded with a reason and replayable; nothing was applied 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -24,17 +22,6 @@ pytestmark = pytest.mark.integration
 
 def failed(stack: Stack) -> int:
     return Queue(QUEUE, connection=stack.redis, serializer=JSONSerializer).failed_job_registry.count
-
-
-def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "webhooks.cli", *args],
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def final_outcomes(store: Store, emails: list[str], source: str = "klcode") -> list[str]:
@@ -150,10 +137,10 @@ def test_outage_longer_than_retries_ends_failed_then_replay_applies(
     wait_for(lambda: failed(stack) == 4, 60, "every event to exhaust its retries")
     outcomes = final_outcomes(stack.store, emails, "klcode" if system == "ac" else "ac")
     assert outcomes == ["failed"] * 4
-    listed = cli(stack, "failed", "list")
+    listed = stack.cli("failed", "list")
     assert listed.returncode == 0 and listed.stdout.count("503") >= 4  # why each failed
     down.faults.until = 0  # back up
-    replay = cli(stack, "failed", "replay", *(["--all"] if system == "ac" else ["--since", "10m"]))
+    replay = stack.cli("failed", "replay", *(["--all"] if system == "ac" else ["--since", "10m"]))
     assert replay.returncode == 0 and "requeued 4" in replay.stdout
     holder = stack.sandbox.klcode if system == "klcode" else stack.sandbox.ac
     wait_for(
@@ -246,7 +233,7 @@ def test_replay_after_a_newer_removal_does_not_resurrect_the_tag(stack_factory) 
     stack.sandbox.ac.faults.until = 0
     stack.klcode_tag(email, "Churned", "remove")  # newer: the customer is no longer churned
     stack.settle()
-    assert cli(stack, "failed", "replay", "--all").returncode == 0
+    assert stack.cli("failed", "replay", "--all").returncode == 0
     stack.settle()
     assert "Churned" not in stack.sandbox.ac.tags_of(email)
     outcomes = [e.outcome for e in stack.store.sync_log(email=email) if e.source == "klcode"]

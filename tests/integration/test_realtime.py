@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
 import pytest
@@ -153,17 +151,7 @@ def test_redis_down_means_503_then_retry_succeeds(tmp_path) -> None:
 def test_cli_mappings_roundtrip(stack: Stack) -> None:
     ac_id = stack.sandbox.ac.add_tag("At Risk")
 
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "webhooks.cli", *args],
-            env=stack.env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-
-    added = cli(
+    added = stack.cli(
         "mappings",
         "add",
         "--klcode-tag",
@@ -174,15 +162,15 @@ def test_cli_mappings_roundtrip(stack: Stack) -> None:
         "klcode_to_ac",
     )
     assert added.returncode == 0, added.stderr
-    dup = cli("mappings", "add", "--klcode-tag", "at risk", "--ac-tag-id", str(ac_id))
+    dup = stack.cli("mappings", "add", "--klcode-tag", "at risk", "--ac-tag-id", str(ac_id))
     assert (
         dup.returncode == 1
         and dup.stderr.startswith("tagsync: error:")
         and len(dup.stderr.splitlines()) == 1
     )
-    unknown = cli("mappings", "add", "--klcode-tag", "Other", "--ac-tag-id", "99999")
+    unknown = stack.cli("mappings", "add", "--klcode-tag", "Other", "--ac-tag-id", "99999")
     assert unknown.returncode == 1 and "no tag with id 99999" in unknown.stderr
-    bad = cli(
+    bad = stack.cli(
         "mappings",
         "add",
         "--klcode-tag",
@@ -193,20 +181,20 @@ def test_cli_mappings_roundtrip(stack: Stack) -> None:
         "sideways",
     )
     assert bad.returncode == 2
-    listed = cli("mappings", "list", "--json")
+    listed = stack.cli("mappings", "list", "--json")
     (m,) = json.loads(listed.stdout)["mappings"]
     assert (m["klcode_tag"], m["ac_tag_name"], m["direction"]) == (
         "At Risk",
         "At Risk",
         "klcode_to_ac",
     )
-    assert cli("mappings", "edit", str(m["id"]), "--inactive").returncode == 0
+    assert stack.cli("mappings", "edit", str(m["id"]), "--inactive").returncode == 0
     assert stack.store.get_mapping(m["id"]).active is False
-    assert cli("mappings", "delete", str(m["id"])).returncode == 0
-    assert cli("mappings", "delete", str(m["id"])).returncode == 1
+    assert stack.cli("mappings", "delete", str(m["id"])).returncode == 0
+    assert stack.cli("mappings", "delete", str(m["id"])).returncode == 1
     hook_url = f"{stack.base}/webhooks/activecampaign/new-token"
-    first = cli("ac-webhook", "install", "--url", hook_url)
-    second = cli("ac-webhook", "install", "--url", hook_url)
+    first = stack.cli("ac-webhook", "install", "--url", hook_url)
+    second = stack.cli("ac-webhook", "install", "--url", hook_url)
     assert first.returncode == 0 and "installed" in first.stdout
     assert second.returncode == 0 and "already installed" in second.stdout
     assert sum(1 for w in stack.sandbox.ac.webhooks.values() if w["url"] == hook_url) == 1
