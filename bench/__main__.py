@@ -30,13 +30,14 @@ from redis import Redis
 
 from bench import loadgen, wrk
 from tests.harness import wait_for
+from webhooks.cli import GUNICORN_SETTINGS
 from webhooks.signatures import sign
 from workers.embedded import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 SECRET, TOKEN = "bench-secret", "bench-token"
-GUNICORN = ["--workers", "2", "--worker-class", "gthread", "--threads", "4"]
+GUNICORN = ["--config", str(GUNICORN_SETTINGS)]  # production's, for tagsync and bare alike
 
 Row = tuple[str, str, str, bool | None]  # figure, value, target, met
 PACE = 0.15  # seconds between changes when measuring unloaded latency (AC allows 5-20 per second)
@@ -175,9 +176,9 @@ def bench_receiver(tmp: Path, quick: bool) -> tuple[list[Row], dict[str, Any]]:
     }
     try:
         for name, make, per_second, events_per in (
-            ("single KlCode event", kl_single, 4000, 1),
+            ("single KlCode event", kl_single, 8000, 1),
             ("KlCode batch of 100", kl_batch, 400, 100),
-            ("AC form post", ac_form, 4000, 1),
+            ("AC form post", ac_form, 8000, 1),
         ):
             count = int(per_second * seconds * 1.5)  # more than one round can send: no duplicates
             results: dict[str, list[loadgen.LoadResult]] = {"bare": [], "tagsync": []}

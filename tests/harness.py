@@ -22,6 +22,7 @@ from redis import Redis
 
 from mapping_store import Store
 from sandbox import Sandbox
+from webhooks.cli import GUNICORN_SETTINGS
 from webhooks.signatures import sign
 from workers.embedded import free_port
 
@@ -111,14 +112,10 @@ class Stack:
                 sys.executable,
                 "-m",
                 "gunicorn",
+                "--config",
+                str(GUNICORN_SETTINGS),  # the production settings
                 "--bind",
                 f"127.0.0.1:{self.port}",
-                "--workers",
-                "2",
-                "--worker-class",
-                "gthread",
-                "--threads",
-                "4",
                 "webhooks:create_app()",
             ],
         )

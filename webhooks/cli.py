@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import click
@@ -123,23 +124,20 @@ def web(host: str, port: int | None, web_workers: int) -> None:
     os.execvp(argv[0], argv)
 
 
+GUNICORN_SETTINGS = Path(__file__).with_name("gunicorn_settings.py")
+
+
 def _gunicorn_argv(host: str, port: int, web_workers: int) -> list[str]:
     return [
         sys.executable,
         "-m",
         "gunicorn",
+        "--config",
+        str(GUNICORN_SETTINGS),
         "--bind",
         f"{host}:{port}",
         "--workers",
         str(web_workers),
-        "--worker-class",
-        "gthread",
-        "--threads",
-        "4",
-        "--graceful-timeout",
-        "10",
-        # No access log: AC's webhook URL carries a secret token in its path. The app logs one
-        # line per webhook (counts, no emails) instead.
         "webhooks:create_app()",
     ]
 
