@@ -13,6 +13,9 @@ from pathlib import Path
 from bench.loadgen import LoadResult
 
 
+CHUNK = 10_000  # requests per Lua function
+
+
 def available() -> bool:
     return shutil.which("wrk") is not None
 
@@ -28,12 +31,15 @@ def run(
     url: str, requests: list[tuple[str, dict[str, str], bytes]], *, seconds: float, connections: int
 ) -> LoadResult:
     lines = ["local reqs = {}"]
-    for path, headers, body in requests:
-        hdrs = ", ".join(f"[ {_lua_string(k)} ] = {_lua_string(v)}" for k, v in headers.items())
-        lines.append(
-            f'reqs[#reqs + 1] = wrk.format("POST", {_lua_string(path)}, {{{hdrs}}}, '
-            f"{_lua_string(body.decode())})"
-        )
+    for start in range(0, len(requests), CHUNK):  # Lua allows 65,536 constants per function
+        lines.append("do local function add()")
+        for path, headers, body in requests[start : start + CHUNK]:
+            hdrs = ", ".join(f"[ {_lua_string(k)} ] = {_lua_string(v)}" for k, v in headers.items())
+            lines.append(
+                f'reqs[#reqs + 1] = wrk.format("POST", {_lua_string(path)}, {{{hdrs}}}, '
+                f"{_lua_string(body.decode())})"
+            )
+        lines.append("end add() end")
     lines.append(
         "local n = 0\nrequest = function()\n  n = n + 1\n  return reqs[(n % #reqs) + 1]\nend"
     )
