@@ -24,3 +24,15 @@ def create_app() -> Flask:
         return jsonify({"status": "queued", "events": 1 if form.get("type") else 0}), 202
 
     return app
+
+
+def create_unqueued_app() -> Flask:
+    """tagsync's own receiver with the Redis write replaced by nothing: everything else (HMAC,
+    marshmallow, the app's middleware) is real. Against it, the ratio isolates what making the
+    events durable costs, comparable to PLATFORM.md's 0.36 for one `Queue.enqueue` per request."""
+    from webhooks import create_app as create_tagsync  # noqa: PLC0415 - only this baseline
+
+    app = create_tagsync()
+    events = app.extensions["tagsync"].events
+    events.push = lambda batch, *, source: [True] * len(batch)
+    return app

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from bench.loadgen import LoadResult
 
-
 CHUNK = 10_000  # requests per Lua function
 
 
