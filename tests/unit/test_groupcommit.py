@@ -32,10 +32,12 @@ class Writer:
         return [f"done:{x}" for x in items]
 
 
-def submit_in_thread(group: GroupCommit[str, str], item: str, out: dict[str, object]) -> None:
+def submit_in_thread(
+    group: GroupCommit[str, str], item: str, out: dict[str, object], size: int = 1
+) -> None:
     def run() -> None:
         try:
-            out[item] = group.submit(item)
+            out[item] = group.submit(item, size)
         except Exception as exc:
             out[item] = exc
 
@@ -48,6 +50,17 @@ def join(out: dict[str, object]) -> None:
     for t in out.pop("_threads"):  # type: ignore[attr-defined]
         t.join(5)
         assert not t.is_alive()
+
+
+def first_write_in_flight(
+    writer: Writer, **options: float
+) -> tuple[GroupCommit[str, str], dict[str, object]]:
+    """A group whose first write ("a") is under way and blocked until `writer.release`."""
+    group: GroupCommit[str, str] = GroupCommit(writer, **options)  # type: ignore[arg-type]
+    out: dict[str, object] = {}
+    submit_in_thread(group, "a", out)
+    assert writer.started.wait(5)
+    return group, out
 
 
 def queued(group: GroupCommit[str, str], n: int) -> None:
@@ -67,10 +80,7 @@ def test_alone_a_request_writes_at_once() -> None:
 
 def test_requests_arriving_during_a_write_share_the_next_one() -> None:
     writer = Writer()
-    group: GroupCommit[str, str] = GroupCommit(writer)
-    out: dict[str, object] = {}
-    submit_in_thread(group, "a", out)
-    assert writer.started.wait(5)
+    group, out = first_write_in_flight(writer)
     for item in ("b", "c", "d"):
         submit_in_thread(group, item, out)
     queued(group, 3)
@@ -84,10 +94,7 @@ def test_requests_arriving_during_a_write_share_the_next_one() -> None:
 
 def test_a_failed_write_fails_every_request_in_it_and_the_line_recovers() -> None:
     writer = Writer(fail=True)
-    group: GroupCommit[str, str] = GroupCommit(writer)
-    out: dict[str, object] = {}
-    submit_in_thread(group, "a", out)
-    assert writer.started.wait(5)
+    group, out = first_write_in_flight(writer)
     submit_in_thread(group, "b", out)
     submit_in_thread(group, "c", out)
     queued(group, 2)
@@ -100,14 +107,9 @@ def test_a_failed_write_fails_every_request_in_it_and_the_line_recovers() -> Non
 
 def test_one_write_carries_at_most_max_size_events() -> None:
     writer = Writer()
-    group: GroupCommit[str, str] = GroupCommit(writer, max_size=250)
-    out: dict[str, object] = {}
-    submit_in_thread(group, "a", out)
-    assert writer.started.wait(5)
+    group, out = first_write_in_flight(writer, max_size=250)
     for item in ("b", "c", "d"):
-        t = threading.Thread(target=lambda i=item: out.__setitem__(i, group.submit(i, 100)))
-        t.start()
-        out.setdefault("_threads", []).append(t)  # type: ignore[union-attr]
+        submit_in_thread(group, item, out, size=100)
     queued(group, 3)
     writer.release.set()
     join(out)
@@ -117,10 +119,7 @@ def test_one_write_carries_at_most_max_size_events() -> None:
 
 def test_a_request_behind_a_stuck_write_gives_up_and_is_never_written() -> None:
     writer = Writer()
-    group: GroupCommit[str, str] = GroupCommit(writer, wait_timeout=0.2)
-    out: dict[str, object] = {}
-    submit_in_thread(group, "a", out)
-    assert writer.started.wait(5)
+    group, out = first_write_in_flight(writer, wait_timeout=0.2)
     with pytest.raises(RedisTimeoutError):
         group.submit("b")  # the receiver answers 503; the sender retries
     writer.release.set()
