@@ -19,8 +19,10 @@ from typing import Any
 
 import requests
 from redis import Redis
+from sqlalchemy import text
 
 from mapping_store import Store
+from mapping_store.models import Base
 from sandbox import Sandbox
 from webhooks.cli import GUNICORN_SETTINGS
 from webhooks.signatures import sign
@@ -46,6 +48,15 @@ def wait_for(
         time.sleep(poll)
 
 
+def reset_database(url: str) -> None:
+    """Drop tagsync's tables from a shared test PostgreSQL, so each user starts empty."""
+    store = Store(url)
+    Base.metadata.drop_all(store.engine)
+    with store.engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS tagsync_schema_lock"))
+    store.dispose()
+
+
 class Stack:
     """Sandbox stand-ins + gunicorn receiver + N worker processes, on one Redis and one store."""
 
@@ -58,6 +69,7 @@ class Stack:
         ac_rate_limit: float = 5,
         sandbox_rate_limit: float | None = 5,
         extra_env: dict[str, str] | None = None,
+        database_url: str | None = None,
     ) -> None:
         self.tmp = tmp
         self.redis_url = redis_url
@@ -65,7 +77,9 @@ class Stack:
         self.redis.flushdb()
         self.n_workers = workers
         self.sandbox = Sandbox(ac_rate_limit=sandbox_rate_limit, klcode_secret=SECRET).start()
-        self.store = Store(f"sqlite:///{tmp / 'tagsync.db'}")
+        if database_url:
+            reset_database(database_url)
+        self.store = Store(database_url or f"sqlite:///{tmp / 'tagsync.db'}")
         self.store.init_schema()
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 
 from mapping_store import DuplicateMapping, InvalidMapping, MappingNotFound, Store
-from mapping_store.models import Base
+
+from ..harness import reset_database
 
 POSTGRES_URL = os.environ.get("TAGSYNC_TEST_POSTGRES_URL", "")
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -25,11 +25,7 @@ def _url(backend: str, tmp_path: Path) -> str:
 
 def _wipe(url: str) -> None:
     if url.startswith("postgresql"):
-        s = Store(url)
-        Base.metadata.drop_all(s.engine)
-        with s.engine.begin() as conn:
-            conn.execute(text("DROP TABLE IF EXISTS tagsync_schema_lock"))
-        s.dispose()
+        reset_database(url)
 
 
 @pytest.fixture(params=BACKENDS)
