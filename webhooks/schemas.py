@@ -19,6 +19,7 @@ MAX_FUTURE = 300.0  # seconds an event may claim to lie in the future before we 
 KLCODE_TYPES = {"customer.tag_added": "add", "customer.tag_removed": "remove"}
 AC_TYPES = {"contact_tag_added": "add", "contact_tag_removed": "remove"}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_BRACKET_KEY = re.compile(r"([^\[\]]+)\[([^\[\]]*)\]")  # contact[email]
 
 
 def _no_control(value: str) -> None:
@@ -153,7 +154,7 @@ def unflatten_form(form: dict[str, str]) -> dict[str, Any]:
     """`contact[email]=x` -> {"contact": {"email": "x"}}; deeper keys are dropped."""
     out: dict[str, Any] = {}
     for key, value in form.items():
-        m = re.fullmatch(r"([^\[\]]+)\[([^\[\]]*)\]", key)
+        m = _BRACKET_KEY.fullmatch(key)
         if m:
             parent = out.setdefault(m.group(1), {})
             if isinstance(parent, dict):
