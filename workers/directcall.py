@@ -25,8 +25,7 @@ from collections.abc import Sequence
 from redis import Redis
 from redis.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import NoScriptError, ResponseError
 
 try:
     from hiredis import pack_command as _hiredis_pack
@@ -59,12 +58,16 @@ class DirectScript:
         try:
             conn.send_packed_command(packed, check_health=False)
             return conn.read_response()
-        except (RedisConnectionError, RedisTimeoutError):
-            conn.disconnect()  # the next call connects afresh
+        except ResponseError:  # a whole reply was read (NOSCRIPT, a script error): still in step
             raise
         except OSError as exc:  # redis-py wraps socket errors; be sure of it
             conn.disconnect()
             raise RedisConnectionError(str(exc)) from exc
+        except BaseException:
+            # A timeout, or anything else between sending and the reply: that reply may still
+            # arrive, and must never be read as the next call's. Start afresh.
+            conn.disconnect()
+            raise
 
     def _call(self, command: tuple[Arg, ...]) -> object:
         try:
@@ -73,7 +76,7 @@ class DirectScript:
             return self._roundtrip(command)
 
     def __call__(self, keys: Sequence[Arg], args: Sequence[Arg]) -> object:
-        """EVALSHA on this thread's connection.
+        """EVALSHA on the script's own connection, one call at a time.
 
         Raises:
             redis.RedisError: the script did not run, or (timeout) we cannot know whether it did.
