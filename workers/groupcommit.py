@@ -70,14 +70,20 @@ class GroupCommit(Generic[T, R]):
             self._pending.append(slot)
             slot.lead = not self._busy
             self._busy = True
-        if not slot.lead and not slot.ready.wait(self._wait_timeout):
-            with self._lock:
-                if not slot.lead:  # not handed the lead in the meantime: give up
-                    if slot in self._pending:
-                        self._pending.remove(slot)
-                    raise RedisTimeoutError("the write in flight did not finish in time")
+        if not slot.lead:
+            try:
+                ready = slot.ready.wait(self._wait_timeout)
+            except BaseException:  # interrupted while queued (a gevent Timeout, a shutdown)
+                self._leave(slot)
+                raise
+            if not ready:
+                with self._lock:
+                    if not slot.lead:  # not handed the lead in the meantime: give up
+                        if slot in self._pending:
+                            self._pending.remove(slot)
+                        raise RedisTimeoutError("the write in flight did not finish in time")
         if slot.lead:
-            self._lead()
+            self._lead(slot)
         return slot.outcome()
 
     def _take(self) -> list[_Slot[T, R]]:
@@ -90,24 +96,35 @@ class GroupCommit(Generic[T, R]):
                 size += slot.size
         return batch
 
-    def _lead(self) -> None:
-        time.sleep(0)  # let requests already being parsed join this write (gevent: a yield)
-        batch = self._take()  # the leader's own slot is first in line
+    def _lead(self, own: _Slot[T, R]) -> None:
+        batch: list[_Slot[T, R]] = []
         try:
-            results = self._write([s.item for s in batch])
-            for s, r in zip(batch, results, strict=True):
-                s.result = r
-        except BaseException as exc:  # every request of the write learns it failed
-            for s in batch:
-                s.error = exc
-        finally:
-            with self._lock:
-                successor = self._pending[0] if self._pending else None
-                if successor is not None:
-                    successor.lead = True
-                else:
-                    self._busy = False
+            time.sleep(0)  # let requests already being parsed join this write (gevent: a yield)
+            batch = self._take()  # the leader's own slot is first in line
+            try:
+                results = self._write([s.item for s in batch])
+                for s, r in zip(batch, results, strict=True):
+                    s.result = r
+            except BaseException as exc:  # every request of the write learns it failed
+                for s in batch:
+                    s.error = exc
+        finally:  # whatever happened, the line must not stay without a leader
             for s in batch:
                 s.ready.set()
+            self._leave(own)
+
+    def _leave(self, slot: _Slot[T, R]) -> None:
+        """Take `slot` out of the line; if it held the lead, pass the lead on."""
+        with self._lock:
+            if slot in self._pending:
+                self._pending.remove(slot)
+            if not slot.lead:
+                return
+            slot.lead = False
+            successor = self._pending[0] if self._pending else None
             if successor is not None:
-                successor.ready.set()
+                successor.lead = True
+            else:
+                self._busy = False
+        if successor is not None:
+            successor.ready.set()

@@ -10,7 +10,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from workers.groupcommit import GroupCommit
+from workers.groupcommit import GroupCommit, _Slot
 
 
 class Writer:
@@ -38,7 +38,7 @@ def submit_in_thread(
     def run() -> None:
         try:
             out[item] = group.submit(item, size)
-        except Exception as exc:
+        except BaseException as exc:  # Interrupted too
             out[item] = exc
 
     t = threading.Thread(target=run)
@@ -127,3 +127,53 @@ def test_a_request_behind_a_stuck_write_gives_up_and_is_never_written() -> None:
     assert out["a"] == "done:a"
     assert writer.writes == [["a"]]  # "b" left the line: not written behind the sender's back
     assert group.submit("c") == "done:c"
+
+
+class Interrupted(BaseException):
+    """What gevent's Timeout or a worker shutdown throws into a waiting request."""
+
+
+def test_a_leader_interrupted_before_writing_passes_the_line_on(monkeypatch) -> None:
+    writer = Writer()
+    writer.release.set()
+    group: GroupCommit[str, str] = GroupCommit(writer)
+    sleeps = []
+
+    def interrupted_once(_: float) -> None:
+        sleeps.append(1)
+        if len(sleeps) == 1:
+            raise Interrupted
+
+    monkeypatch.setattr("workers.groupcommit.time.sleep", interrupted_once)
+    with pytest.raises(Interrupted):
+        group.submit("a")
+    assert group.submit("b") == "done:b"  # not stuck behind a leader that is gone
+    assert writer.writes == [["b"]]
+
+
+def test_a_request_interrupted_after_being_handed_the_lead_passes_it_on(monkeypatch) -> None:
+    class InterruptedOnWake(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            super().wait(timeout)
+            raise Interrupted
+
+    real_init = _Slot.__init__
+
+    def init(self: _Slot[str, str], item: str, size: int) -> None:
+        real_init(self, item, size)
+        if item == "b":
+            self.ready = InterruptedOnWake()
+
+    monkeypatch.setattr(_Slot, "__init__", init)
+    writer = Writer()
+    group, out = first_write_in_flight(writer)
+    submit_in_thread(group, "b", out)  # first in line: will be handed the lead, then interrupted
+    queued(group, 1)
+    submit_in_thread(group, "c", out)
+    queued(group, 2)
+    writer.release.set()
+    join(out)
+    assert isinstance(out["b"], Interrupted)
+    assert out["a"] == "done:a" and out["c"] == "done:c"
+    assert writer.writes == [["a"], ["c"]]
+    assert group.submit("d") == "done:d"
