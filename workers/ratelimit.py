@@ -4,8 +4,11 @@ AC allows 5 requests/s per account, across every process that holds the key. A s
 log (a sorted set of grant times, on Redis's own clock so hosts need not agree on the time)
 guarantees at most `limit` grants in any window, which a token bucket does not: a full bucket
 plus a second's refill can put 2x the limit into one second. A 429 from AC blocks every worker
-for its Retry-After. Background work (reconciliation) asks with priority "low": it may use
-the whole budget when real-time traffic is idle, and leaves REALTIME_SHARE of it otherwise.
+for its Retry-After, and then keeps the window CAUTION_STRETCH wider for CAUTION_SECONDS: a 429
+means AC counted our requests closer together than we granted them (network jitter beyond the
+window's margin), and AC's Retry-After can be long, so once told, we leave more room.
+Background work (reconciliation) asks with priority "low": it may use the whole budget when
+real-time traffic is idle, and leaves REALTIME_SHARE of it otherwise.
 """
 
 from __future__ import annotations
@@ -25,12 +28,17 @@ log = logging.getLogger(__name__)
 WINDOW_MARGIN = 1.03  # stretch the window 3 % to absorb network jitter between us and AC
 DEFAULT_MAX_WAIT = 60.0  # seconds a caller waits for a permit before giving up (transient)
 REALTIME_SHARE = 0.4  # of the budget kept for real-time calls while both kinds are busy
+CAUTION_STRETCH = 1.15  # the window's extra width after a 429 ...
+CAUTION_SECONDS = 600  # ... for this long (renewed by every further 429)
 
 _ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  window = math.floor(window * tonumber(ARGV[6]))
+end
 local blocked = tonumber(redis.call('GET', KEYS[2]) or '0')
 if blocked > now then
   return blocked - now
@@ -61,6 +69,7 @@ local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 if until_ms > current then
   redis.call('SET', KEYS[1], until_ms, 'PX', tonumber(ARGV[1]) + 1000)
 end
+redis.call('SET', KEYS[2], '1', 'EX', tonumber(ARGV[2]))
 return until_ms
 """
 
@@ -94,6 +103,7 @@ class RateLimiter:
         self.key = key
         self.block_key = f"{key}:blocked"
         self.active_key = f"{key}:realtime"
+        self.caution_key = f"{key}:cautious"
         if priority not in ("high", "low"):
             raise ValueError(f"priority must be 'high' or 'low', got {priority!r}")
         self.priority = priority
@@ -118,8 +128,15 @@ class RateLimiter:
         while True:
             wait_ms = int(
                 self._acquire(
-                    keys=[self.key, self.block_key, self.active_key],
-                    args=[self.limit, self.window_ms, token, self.priority, self.reserve],
+                    keys=[self.key, self.block_key, self.active_key, self.caution_key],
+                    args=[
+                        self.limit,
+                        self.window_ms,
+                        token,
+                        self.priority,
+                        self.reserve,
+                        CAUTION_STRETCH,
+                    ],
                 )
             )
             if wait_ms <= 0:
@@ -137,5 +154,5 @@ class RateLimiter:
     def block(self, seconds: float) -> None:
         """Stop every process from calling for `seconds` (the server said Retry-After)."""
         ms = max(1, int(seconds * 1000))
-        self._block(keys=[self.block_key], args=[ms])
+        self._block(keys=[self.block_key, self.caution_key], args=[ms, CAUTION_SECONDS])
         log.warning("AC rate limit hit: all workers pause for %.1f s", seconds)

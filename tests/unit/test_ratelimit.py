@@ -72,3 +72,24 @@ def test_background_alone_uses_the_whole_budget() -> None:
         background.acquire()
     with pytest.raises(RateLimitTimeout):
         background.acquire()
+
+
+def test_after_a_429_the_window_is_wider_for_everyone() -> None:
+    redis = fakeredis.FakeRedis()
+    a = RateLimiter(redis, key="rl", rate=20, max_wait=5)
+    b = RateLimiter(redis, key="rl", rate=20, max_wait=5)
+
+    def time_for_25(limiter: RateLimiter) -> float:
+        redis.delete("rl")
+        start = time.monotonic()
+        for _ in range(25):
+            limiter.acquire()
+        return time.monotonic() - start
+
+    normal = time_for_25(a)
+    a.block(0.001)  # AC answered 429 to a's process
+    time.sleep(0.01)
+    cautious = time_for_25(b)  # another process slows down too
+    assert 1.0 <= normal < 1.1  # 20 at once, 5 more when the 1.03 s window slides
+    assert cautious >= 1.03 * 1.15 - 0.01
+    assert redis.ttl("rl:cautious") > 500
