@@ -116,8 +116,10 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="0.0.0.0", show_default=True)
 @click.option("--port", type=int, default=None, help="default: $PORT or 8000")
-@click.option("--workers", "web_workers", type=int, default=2, show_default=True)
-def web(host: str, port: int | None, web_workers: int) -> None:
+@click.option(
+    "--workers", "web_workers", type=int, default=None, help="default: $WEB_CONCURRENCY or 2"
+)
+def web(host: str, port: int | None, web_workers: int | None) -> None:
     """Run the receiver, API and health endpoints under gunicorn."""
     settings = _settings()
     argv = _gunicorn_argv(host, port or settings.port, web_workers)
@@ -127,7 +129,8 @@ def web(host: str, port: int | None, web_workers: int) -> None:
 GUNICORN_SETTINGS = Path(__file__).with_name("gunicorn_settings.py")
 
 
-def _gunicorn_argv(host: str, port: int, web_workers: int) -> list[str]:
+def _gunicorn_argv(host: str, port: int, web_workers: int | None) -> list[str]:
+    workers = ["--workers", str(web_workers)] if web_workers else []  # else the settings file's
     return [
         sys.executable,
         "-m",
@@ -136,8 +139,7 @@ def _gunicorn_argv(host: str, port: int, web_workers: int) -> list[str]:
         str(GUNICORN_SETTINGS),
         "--bind",
         f"{host}:{port}",
-        "--workers",
-        str(web_workers),
+        *workers,
         "webhooks:create_app()",
     ]
 
