@@ -95,6 +95,24 @@ class Metrics:
         }
 
 
+# (metric, help, labels, snapshot section whose keys hold the label values)
+LABELLED_COUNTERS = (
+    (
+        "tagsync_webhooks",
+        "Webhook events by source and result",
+        ["source", "result", "reason"],
+        "webhooks",
+    ),
+    ("tagsync_events", "Events by final outcome", ["source", "outcome"], "outcomes"),
+    (
+        "tagsync_api_requests",
+        "Outbound API requests by system and status",
+        ["system", "method", "status"],
+        "requests",
+    ),
+)
+
+
 class RedisCollector(Collector):
     """Renders a Metrics snapshot as Prometheus metric families."""
 
@@ -104,38 +122,20 @@ class RedisCollector(Collector):
         self.ac_rate_limit = ac_rate_limit
 
     def collect(self) -> Iterator[Any]:
+        up = GaugeMetricFamily("tagsync_redis_up", "Whether Redis answered the scrape")
         try:
             snap = self.metrics.snapshot(queues=self.queue_depths())
         except RedisError:
-            up = GaugeMetricFamily("tagsync_redis_up", "Whether Redis answered the scrape")
             up.add_metric([], 0)
             yield up
             return
-        up = GaugeMetricFamily("tagsync_redis_up", "Whether Redis answered the scrape")
         up.add_metric([], 1)
         yield up
-        hooks = CounterMetricFamily(
-            "tagsync_webhooks",
-            "Webhook events by source and result",
-            labels=["source", "result", "reason"],
-        )
-        for key, n in snap["webhooks"].items():
-            hooks.add_metric(key.split("|", 2), n)
-        yield hooks
-        outcomes = CounterMetricFamily(
-            "tagsync_events", "Events by final outcome", labels=["source", "outcome"]
-        )
-        for key, n in snap["outcomes"].items():
-            outcomes.add_metric(key.split("|", 1), n)
-        yield outcomes
-        reqs = CounterMetricFamily(
-            "tagsync_api_requests",
-            "Outbound API requests by system and status",
-            labels=["system", "method", "status"],
-        )
-        for key, n in snap["requests"].items():
-            reqs.add_metric(key.split("|", 2), n)
-        yield reqs
+        for name, doc, labels, section in LABELLED_COUNTERS:
+            family = CounterMetricFamily(name, doc, labels=labels)
+            for key, n in snap[section].items():  # stored as "label1|label2|..."
+                family.add_metric(key.split("|", len(labels) - 1), n)
+            yield family
         waits = CounterMetricFamily(
             "tagsync_ratelimit_waits", "Times a caller waited for an AC permit"
         )
