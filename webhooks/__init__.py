@@ -13,7 +13,6 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-import requests
 from flask import Flask, Response, jsonify, request
 from flask.sessions import SecureCookieSessionInterface
 from redis import Redis
@@ -22,7 +21,13 @@ from werkzeug.exceptions import HTTPException
 from mapping_store import Store
 from workers.activecampaign import ActiveCampaignClient
 from workers.config import Settings
-from workers.context import AC_RATE_KEY, ac_client, connect_redis, resolve_redis_url
+from workers.context import (
+    AC_RATE_KEY,
+    ac_client,
+    connect_redis,
+    klcode_client,
+    resolve_redis_url,
+)
 from workers.embedded import discover
 from workers.klcode import KlCodeClient
 from workers.logs import setup_logging
@@ -127,13 +132,7 @@ def init_app(app: Flask, settings: Settings) -> None:
         ac = ac_client(settings, limiter, metrics)
     klcode = app.config["TAGSYNC_KLCODE"]
     if klcode is None and settings.klcode_api_url:
-        klcode = KlCodeClient(
-            session=requests.Session(),
-            base_url=settings.klcode_api_url,
-            api_key=settings.klcode_api_key,
-            timeout=settings.http_timeout,
-            on_request=lambda m, s: metrics.request("klcode", m, s),
-        )
+        klcode = klcode_client(settings, metrics)
     events = EventQueue(redis, settings.queue_name, retry_intervals=settings.retry_intervals)
     # rq-dashboard opens its own connections from a URL; tests pass a client and get a stand-in URL.
     redis_url = settings.redis_url or (

@@ -81,13 +81,7 @@ class Context:
         )
         ac = ac_client(settings, limiter, metrics)
         ac_background = ac_client(settings, background, metrics)
-        klcode = KlCodeClient(
-            session=requests.Session(),
-            base_url=settings.klcode_api_url,
-            api_key=settings.klcode_api_key,
-            timeout=settings.http_timeout,
-            on_request=lambda method, status: metrics.request("klcode", method, status),
-        )
+        klcode = klcode_client(settings, metrics)
         coalescer = Coalescer(redis, ACContactIndex(redis, ac), settings.queue_name)
         return cls(
             settings,
@@ -127,6 +121,20 @@ def ac_client(
         api_token=settings.ac_api_token,
         timeout=settings.http_timeout,
         limiter=limiter,
+        on_request=note,
+    )
+
+
+def klcode_client(settings: Settings, metrics: Metrics | None = None) -> KlCodeClient:
+    def note(method: str, status: int | str) -> None:
+        if metrics is not None:
+            metrics.request("klcode", method, status)
+
+    return KlCodeClient(
+        session=requests.Session(),
+        base_url=settings.klcode_api_url,
+        api_key=settings.klcode_api_key,
+        timeout=settings.http_timeout,
         on_request=note,
     )
 
