@@ -132,18 +132,22 @@ def _form_error(exc: Exception) -> dict[str, list[str]]:
 FORM_ERRORS = (ValidationError, DuplicateMapping, InvalidMapping, UnknownACTag, ACUnavailable)
 
 
-@bp.get("/")
-def index() -> str:
-    """The mapping table and the Add New Mapping form."""
+def _index_page(errors: dict[str, Any], form: Any) -> str:
     tags, tags_note = _klcode_tags()
     return render_template(
         "index.html",
         mappings=_ext().store.list_mappings(),
         klcode_tags=tags,
         tags_note=tags_note,
-        errors={},
-        form={},
+        errors=errors,
+        form=form,
     )
+
+
+@bp.get("/")
+def index() -> str:
+    """The mapping table and the Add New Mapping form."""
+    return _index_page(errors={}, form={})
 
 
 @bp.post("/mappings")
@@ -152,15 +156,7 @@ def add() -> Response | tuple[str, int]:
     try:
         m = create_mapping(_ext().store, _ext().ac, **_form_fields(partial=False))
     except FORM_ERRORS as exc:
-        tags, tags_note = _klcode_tags()
-        return render_template(
-            "index.html",
-            mappings=_ext().store.list_mappings(),
-            klcode_tags=tags,
-            tags_note=tags_note,
-            errors=_form_error(exc),
-            form=request.form,
-        ), 400
+        return _index_page(errors=_form_error(exc), form=request.form), 400
     flash(f"Added mapping {m.klcode_tag!r} ↔ AC tag {m.ac_tag_id} {m.ac_tag_name!r}.")
     return redirect(url_for("admin.index"), code=303)
 
