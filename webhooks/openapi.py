@@ -58,6 +58,8 @@ ERR = {
     "400": _json("Error", "invalid input, with field-level messages"),
     "401": _json("Error", "missing or wrong admin token"),
 }
+MAPPING_BODY = {"required": True, "content": {"application/json": {"schema": "MappingInput"}}}
+SYNC_BODY = {"content": {"application/json": {"schema": "Sync"}}}
 ID = [
     {
         "name": "mapping_id",
@@ -101,10 +103,7 @@ def build_spec() -> dict[str, Any]:
             },
             "post": {
                 "summary": "Add a mapping (the AC tag id is checked against AC)",
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": "MappingInput"}},
-                },
+                "requestBody": MAPPING_BODY,
                 "responses": {
                     "201": _json("Mapping", "created"),
                     "409": _json("Error", "already mapped"),
@@ -128,10 +127,7 @@ def build_spec() -> dict[str, Any]:
             },
             "patch": {
                 "summary": "Change any of a mapping's fields",
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": "MappingInput"}},
-                },
+                "requestBody": MAPPING_BODY,
                 "responses": {
                     "200": _json("Mapping", "updated"),
                     "404": _json("Error", "no such mapping"),
@@ -155,7 +151,7 @@ def build_spec() -> dict[str, Any]:
         operations={
             "post": {
                 "summary": "Sync Now: queue a reconciliation",
-                "requestBody": {"content": {"application/json": {"schema": "Sync"}}},
+                "requestBody": SYNC_BODY,
                 "responses": {
                     "202": _json(job, "queued"),
                     "404": _json("Error", "no such mapping"),
@@ -169,7 +165,7 @@ def build_spec() -> dict[str, Any]:
         operations={
             "post": {
                 "summary": "Sync Now for every active mapping",
-                "requestBody": {"content": {"application/json": {"schema": "Sync"}}},
+                "requestBody": SYNC_BODY,
                 "responses": {"202": _json({"type": "object"}, "queued"), **ERR},
             },
         },
