@@ -34,19 +34,18 @@ def _error(
 
 
 def _enqueue(parsed: Parsed, source: str) -> tuple[Response, int]:
+    ext = current_app.extensions["tagsync"]
     if not parsed.events:
         with contextlib.suppress(RedisError):  # only the "last webhook seen" stamp is lost
-            current_app.extensions["tagsync"].events.push([], source=source)
-        Metrics(current_app.extensions["tagsync"].redis).webhook(
-            source, "ignored", "not_a_tag_event"
-        )
+            ext.events.push([], source=source)
+        Metrics(ext.redis).webhook(source, "ignored", "not_a_tag_event")
         return jsonify({"status": "ignored", "reason": "not a tag event"}), 200
     try:
-        fresh = current_app.extensions["tagsync"].events.push(parsed.events, source=source)
+        fresh = ext.events.push(parsed.events, source=source)
     except RedisError as exc:
         log.error("%s webhook not made durable, answering 503: %s", source, type(exc).__name__)
         resp, status = _error(503, "unavailable", detail="events could not be queued; retry later")
-        Metrics(current_app.extensions["tagsync"].redis).webhook(source, "rejected", "redis_down")
+        Metrics(ext.redis).webhook(source, "rejected", "redis_down")
         resp.headers["Retry-After"] = RETRY_AFTER_UNAVAILABLE
         return resp, status
     queued = sum(fresh)

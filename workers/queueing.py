@@ -130,6 +130,13 @@ class EventQueue:
         self.queue = Queue(queue_name, connection=redis, serializer=JSONSerializer)
         self.dedup_ttl = dedup_ttl
         self._script = DirectScript(redis, _INGEST)
+        self._fixed_keys = (  # the ingest script's KEYS[1..5]
+            self.queue.redis_queues_keys,
+            self.queue.key,
+            WEBHOOK_METRICS,
+            LAST_WEBHOOK_KEY.format(source="klcode"),
+            LAST_WEBHOOK_KEY.format(source="ac"),
+        )
         self._group: GroupCommit[tuple[str, Sequence[TagEvent]], list[bool]] = GroupCommit(
             self._write, max_size=MAX_WRITE
         )
@@ -201,13 +208,7 @@ class EventQueue:
 
     def _write(self, batch: Sequence[tuple[str, Sequence[TagEvent]]]) -> list[list[bool]]:
         now = time.time()
-        keys = [
-            self.queue.redis_queues_keys,
-            self.queue.key,
-            WEBHOOK_METRICS,
-            LAST_WEBHOOK_KEY.format(source="klcode"),
-            LAST_WEBHOOK_KEY.format(source="ac"),
-        ]
+        keys = list(self._fixed_keys)
         args = [self.queue.key, self.dedup_ttl, f"{now:.3f}", self._shared_fields()]
         args.append(utcformat(rq_now()))
         for source, events in batch:
