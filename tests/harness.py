@@ -255,5 +255,13 @@ class Stack:
             quiet = quiet + 1 if idle else 0
             time.sleep(0.1)
 
+    def wait_in_ac(self, tag: str, emails: list[str], timeout: float) -> None:
+        """Wait until every one of `emails` has `tag` in the AC stand-in."""
+        wait_for(
+            lambda: all(tag in self.sandbox.ac.tags_of(e) for e in emails),
+            timeout,
+            f"{tag!r} in AC for all {len(emails)} contacts",
+        )
+
     def outcomes(self, email: str) -> list[tuple[str, str, str]]:
         return sorted((e.source, e.op or "", e.outcome) for e in self.store.sync_log(email=email))

@@ -28,11 +28,7 @@ def test_ac_429_storm_recovers_with_nothing_lost(stack_factory) -> None:
     stack.sandbox.ac.faults.until = time.time() + 4  # every AC call is refused for 4 s
     events = [stack.kl_event(e, "Engaged Customer", "add", time.time()) for e in emails]
     assert stack.post_klcode({"events": events}).status_code == 202
-    wait_for(
-        lambda: all("Engaged Customer" in stack.sandbox.ac.tags_of(e) for e in emails),
-        60,
-        "all tags in AC",
-    )
+    stack.wait_in_ac("Engaged Customer", emails, 60)
     stack.settle()
     assert stack.sandbox.ac.stats.statuses["429"] > 0  # the storm really happened
     assert stack.sandbox.ac.stats.writes["tag_added"] == 10

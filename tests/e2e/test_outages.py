@@ -38,11 +38,7 @@ def test_all_workers_down_then_back(stack_factory) -> None:
     assert all("At Risk" not in stack.sandbox.ac.tags_of(e) for e in emails)
     stack.start_worker()
     stack.start_worker()
-    wait_for(
-        lambda: all("At Risk" in stack.sandbox.ac.tags_of(e) for e in emails),
-        30,
-        "the backlog applied",
-    )
+    stack.wait_in_ac("At Risk", emails, 30)
     stack.settle()
     assert final_outcomes(stack.store, emails) == ["applied"] * 6
     assert stack.sandbox.ac.stats.writes["tag_added"] == 6
@@ -76,11 +72,7 @@ def test_redis_restart_keeps_accepted_events(tmp_path: Path) -> None:
                 stack.post_klcode({"events": events}).json()["events"] == 0
             )  # dedup marks survived too
             stack.start_worker()
-            wait_for(
-                lambda: all("Churned" in stack.sandbox.ac.tags_of(e) for e in emails),
-                30,
-                "events applied",
-            )
+            stack.wait_in_ac("Churned", emails, 30)
         finally:
             stack.stop()
             again.stop()
@@ -158,11 +150,7 @@ def test_outage_within_the_retry_schedule_heals_itself(stack_factory) -> None:
     stack.sandbox.ac.faults.status, stack.sandbox.ac.faults.until = 500, time.time() + 6
     for e in emails:
         stack.klcode_tag(e, "New Customer")
-    wait_for(
-        lambda: all("New Customer" in stack.sandbox.ac.tags_of(e) for e in emails),
-        60,
-        "all applied",
-    )
+    stack.wait_in_ac("New Customer", emails, 60)
     stack.settle()
     assert final_outcomes(stack.store, emails) == ["applied"] * 4
     assert stack.sandbox.ac.stats.statuses["500"] > 0 and failed(stack) == 0

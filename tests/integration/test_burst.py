@@ -10,7 +10,7 @@ from workers.acindex import ACContactIndex
 from workers.config import Settings
 from workers.context import ac_client
 
-from ..harness import Stack, wait_for
+from ..harness import Stack
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +28,7 @@ def test_burst_of_adds_goes_through_bulk_import(stack_factory) -> None:
     now = time.time()
     events = [stack.kl_event(e, tag, "add", now) for e in emails]
     assert stack.post_klcode({"events": events}).json()["events"] == 300
-    wait_for(lambda: all(tag in stack.sandbox.ac.tags_of(e) for e in emails), 60, "every tag in AC")
+    stack.wait_in_ac(tag, emails, 60)
     stack.settle()
     stats = stack.sandbox.ac.stats.to_dict()
     assert stats["requests"].get("POST /api/3/import/bulk_import", 0) >= 1

@@ -109,11 +109,7 @@ def test_two_workers_never_exceed_the_shared_ac_rate_limit(stack_factory) -> Non
     emails = [stack.customer(f"c{i}@example.com") for i in range(14)]
     events = [stack.kl_event(e, "Loyal Customer", "add", time.time()) for e in emails]
     assert stack.post_klcode({"events": events}).status_code == 202
-    wait_for(
-        lambda: all("Loyal Customer" in stack.sandbox.ac.tags_of(e) for e in emails),
-        30,
-        "all tags in AC",
-    )
+    stack.wait_in_ac("Loyal Customer", emails, 30)
     stats = stack.sandbox.ac.stats
     assert stats.to_dict()["total_requests"] >= 28  # a contact lookup and an add for each
     assert stats.max_in_window(1.0) <= 5
