@@ -3,7 +3,6 @@ OpenAPI description): whatever arrives, the answer is a clear 2xx/4xx, never a 5
 
 from __future__ import annotations
 
-import json
 import re
 import string
 
@@ -15,8 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mapping_store import Store
-from webhooks import create_app, signatures
+from webhooks import create_app
 from workers.activecampaign import ActiveCampaignClient
+
+from .helpers import post_klcode
 
 SECRET, TOKEN, ADMIN = "s3cret", "tok", "admin"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
@@ -68,12 +69,7 @@ def queued(redis: fakeredis.FakeRedis) -> int:
 def test_klcode_random_bytes(
     client: FlaskClient, redis: fakeredis.FakeRedis, body: bytes, ctype: str
 ) -> None:
-    signed = client.post(
-        "/webhooks/klcode",
-        data=body,
-        content_type=ctype,
-        headers={"X-KlCode-Signature": signatures.sign(SECRET, body)},
-    )
+    signed = post_klcode(client, None, secret=SECRET, raw=body, content_type=ctype)
     unsigned = client.post("/webhooks/klcode", data=body, content_type=ctype)
     assert signed.status_code in (200, 400, 415) and signed.is_json
     assert unsigned.status_code == 401
@@ -85,13 +81,7 @@ def test_klcode_random_bytes(
 def test_klcode_random_json_is_validated(
     client: FlaskClient, redis: fakeredis.FakeRedis, payload: object
 ) -> None:
-    body = json.dumps(payload).encode()
-    resp = client.post(
-        "/webhooks/klcode",
-        data=body,
-        content_type="application/json",
-        headers={"X-KlCode-Signature": signatures.sign(SECRET, body)},
-    )
+    resp = post_klcode(client, payload, secret=SECRET)
     assert resp.status_code in (200, 400), resp.data
     assert queued(redis) == 0
 
@@ -112,13 +102,7 @@ def test_klcode_unicode_and_control_characters(
         "customer": {"id": 1, "email": email},
         "tag": {"name": tag},
     }
-    body = json.dumps(event).encode()
-    resp = client.post(
-        "/webhooks/klcode",
-        data=body,
-        content_type="application/json",
-        headers={"X-KlCode-Signature": signatures.sign(SECRET, body)},
-    )
+    resp = post_klcode(client, event, secret=SECRET)
     assert resp.status_code in (202, 400)
     if any(c in tag for c in "\x00\x1f\x7f") or not tag.strip():
         assert resp.status_code == 400

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-import json
+import functools
 import time
 from unittest import mock
 
@@ -10,8 +10,10 @@ from flask.testing import FlaskClient
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from mapping_store import Store
-from webhooks import create_app, signatures
+from webhooks import create_app
 from workers.queueing import dedup_key
+
+from . import helpers
 
 SECRET = "kl-secret"
 TOKEN = "ac-token-123"
@@ -47,21 +49,7 @@ def client(redis: fakeredis.FakeRedis, store: Store) -> FlaskClient:
     return app.test_client()
 
 
-def post_klcode(
-    client: FlaskClient,
-    body: object,
-    *,
-    secret: str = SECRET,
-    raw: bytes | None = None,
-    content_type: str = "application/json",
-):
-    data = raw if raw is not None else json.dumps(body).encode()
-    return client.post(
-        "/webhooks/klcode",
-        data=data,
-        content_type=content_type,
-        headers={"X-KlCode-Signature": signatures.sign(secret, data)},
-    )
+post_klcode = functools.partial(helpers.post_klcode, secret=SECRET)
 
 
 def queued(redis: fakeredis.FakeRedis) -> int:
