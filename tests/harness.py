@@ -13,7 +13,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from mapping_store.models import Base
 from sandbox import Sandbox
 from webhooks.cli import GUNICORN_SETTINGS
 from webhooks.signatures import sign
-from workers.embedded import free_port
+from workers.embedded import EmbeddedRedis, free_port
 
 SECRET = "it-klcode-secret"
 TOKEN = "it-ac-token"
@@ -55,6 +56,42 @@ def reset_database(url: str) -> None:
     with store.engine.begin() as conn:
         conn.execute(text("DROP TABLE IF EXISTS tagsync_schema_lock"))
     store.dispose()
+
+
+class RestartableRedis:
+    """A redis-server of a test's own, to stop and start again (same port, same data)."""
+
+    def __init__(self, path: Path, *, appendonly: bool) -> None:
+        self.path, self.appendonly = path, appendonly
+        self.server = EmbeddedRedis(path, appendonly=appendonly)
+        self.server.start()
+        self.url = self.server.url
+
+    def stop(self) -> None:
+        self.server.stop()  # SIGTERM: redis-server flushes its AOF and exits
+
+    def start_again(self) -> None:
+        self.server.stop()
+        self.server = EmbeddedRedis(self.path, port=self.server.port, appendonly=self.appendonly)
+        self.server.start()
+
+
+@contextmanager
+def stack_on_own_redis(
+    tmp: Path, *, appendonly: bool, workers: int
+) -> Iterator[tuple[RestartableRedis, Stack]]:
+    """A Stack on a Redis the test may stop and restart; both stopped at the end."""
+    redis = RestartableRedis(tmp / "redis", appendonly=appendonly)
+    path = tmp / "stack"
+    path.mkdir()
+    try:
+        stack = Stack(path, redis.url, workers=workers)
+        try:
+            yield redis, stack
+        finally:
+            stack.stop()
+    finally:
+        redis.stop()
 
 
 class Stack:

@@ -13,9 +13,8 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from mapping_store import Store
-from workers.embedded import EmbeddedRedis
 
-from ..harness import QUEUE, Stack, wait_for
+from ..harness import QUEUE, Stack, stack_on_own_redis, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -46,72 +45,39 @@ def test_all_workers_down_then_back(stack_factory) -> None:
 
 def test_redis_restart_keeps_accepted_events(tmp_path: Path) -> None:
     """202 means durable: with AOF on, events accepted before a Redis restart are applied after."""
-    server = EmbeddedRedis(tmp_path / "aof", appendonly=True)
-    server.start()
-    path = tmp_path / "stack"
-    path.mkdir()
-    stack = Stack(path, server.url, workers=0)
-    try:
+    with stack_on_own_redis(tmp_path, appendonly=True, workers=0) as (redis, stack):
         stack.start_web()
         stack.map("Churned", direction="klcode_to_ac")
         emails = [stack.customer(f"aof{i}@example.com") for i in range(5)]
         events = [stack.kl_event(e, "Churned", "add", time.time()) for e in emails]
         assert stack.post_klcode({"events": events}).json()["events"] == 5
-        server.stop()  # SIGTERM: Redis flushes the AOF and exits
-        assert (
-            stack.post_klcode(
-                stack.kl_event("x@example.com", "Churned", "add", time.time())
-            ).status_code
-            == 503
-        )
-        again = EmbeddedRedis(tmp_path / "aof", port=server.port, appendonly=True)
-        again.start()
-        try:
-            assert stack.redis.llen(f"rq:queue:{QUEUE}") == 5
-            assert (
-                stack.post_klcode({"events": events}).json()["events"] == 0
-            )  # dedup marks survived too
-            stack.start_worker()
-            stack.wait_in_ac("Churned", emails, 30)
-        finally:
-            stack.stop()
-            again.stop()
-    finally:
-        server.stop()
+        redis.stop()
+        late = stack.kl_event("x@example.com", "Churned", "add", time.time())
+        assert stack.post_klcode(late).status_code == 503
+        redis.start_again()
+        assert stack.redis.llen(f"rq:queue:{QUEUE}") == 5
+        dup = stack.post_klcode({"events": events}).json()
+        assert dup["events"] == 0  # dedup marks survived too
+        stack.start_worker()
+        stack.wait_in_ac("Churned", emails, 30)
 
 
 def test_redis_down_the_senders_retry_succeeds(tmp_path: Path) -> None:
     """KlCode retries a 503; once Redis is back, its retry is accepted and applied."""
-    server = EmbeddedRedis(tmp_path / "r", appendonly=False)
-    server.start()
-    path = tmp_path / "stack"
-    path.mkdir()
-    stack = Stack(path, server.url, workers=1)
-    try:
+    with stack_on_own_redis(tmp_path, appendonly=False, workers=1) as (redis, stack):
         stack.start()
         stack.map("Reactivated", direction="klcode_to_ac")
         email = stack.customer("retry@example.com")
-        server.stop()
+        redis.stop()
         stack.klcode_tag(email, "Reactivated")  # the stand-in's first delivery meets a 503
         wait_for(
             lambda: stack.sandbox.klcode.stats.delivery_failures >= 1,
             10,
             "a delivery refused with 503",
         )
-        restarted = EmbeddedRedis(tmp_path / "r", port=server.port, appendonly=False)
-        restarted.start()
-        try:
-            stack.start_worker("worker-after-restart")
-            wait_for(
-                lambda: "Reactivated" in stack.sandbox.ac.tags_of(email),
-                30,
-                "the retried webhook applied",
-            )
-        finally:
-            stack.stop()
-            restarted.stop()
-    finally:
-        server.stop()
+        redis.start_again()
+        stack.start_worker("worker-after-restart")
+        stack.wait_in_ac("Reactivated", [email], 30)
 
 
 @pytest.mark.parametrize("system", ["ac", "klcode"])

@@ -8,9 +8,7 @@ import time
 import pytest
 import requests
 
-from workers.embedded import EmbeddedRedis
-
-from ..harness import Stack, wait_for
+from ..harness import Stack, stack_on_own_redis, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -117,31 +115,22 @@ def test_two_workers_never_exceed_the_shared_ac_rate_limit(stack_factory) -> Non
 
 
 def test_redis_down_means_503_then_retry_succeeds(tmp_path) -> None:
-    own = EmbeddedRedis(tmp_path / "own-redis", appendonly=False)
-    own.start()
-    path = tmp_path / "down"
-    path.mkdir()
-    s = Stack(path, own.url, workers=0)
-    try:
-        s.start_web()
-        event = s.kl_event("x@example.com", "VIP Customer", "add", time.time(), event_id="evt_r")
-        own.stop()
-        down = s.post_klcode(event)
+    with stack_on_own_redis(tmp_path, appendonly=False, workers=0) as (redis, stack):
+        stack.start_web()
+        event = stack.kl_event(
+            "x@example.com", "VIP Customer", "add", time.time(), event_id="evt_r"
+        )
+        redis.stop()
+        down = stack.post_klcode(event)
         assert down.status_code == 503
         assert down.headers["Retry-After"]
-        ready = requests.get(f"{s.base}/readyz", timeout=5)
+        ready = requests.get(f"{stack.base}/readyz", timeout=5)
         assert ready.status_code == 503 and ready.json()["redis"].startswith("error")
-        restarted = EmbeddedRedis(tmp_path / "own-redis", port=own.port, appendonly=False)
-        restarted.start()
-        try:
-            assert wait_for(
-                lambda: s.post_klcode(event).status_code == 202, 10, "the retry to be accepted"
-            )
-            assert s.redis.llen("rq:queue:tagsync-events") == 1
-        finally:
-            restarted.stop()
-    finally:
-        s.stop()
+        redis.start_again()
+        assert wait_for(
+            lambda: stack.post_klcode(event).status_code == 202, 10, "the retry to be accepted"
+        )
+        assert stack.redis.llen("rq:queue:tagsync-events") == 1
 
 
 def test_cli_mappings_roundtrip(stack: Stack) -> None:
