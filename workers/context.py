@@ -108,34 +108,33 @@ class Context:
         )
 
 
+def _counted(system: str, metrics: Metrics | None) -> Callable[[str, int | str], None] | None:
+    """The clients' per-request hook: counts requests by method and status in /metrics."""
+    if metrics is None:
+        return None
+    return lambda method, status: metrics.request(system, method, status)
+
+
 def ac_client(
     settings: Settings, limiter: RateLimiter | None, metrics: Metrics | None = None
 ) -> ActiveCampaignClient:
-    def note(method: str, status: int | str) -> None:
-        if metrics is not None:
-            metrics.request("ac", method, status)
-
     return ActiveCampaignClient(
         session=requests.Session(),
         base_url=settings.ac_api_url,
         api_token=settings.ac_api_token,
         timeout=settings.http_timeout,
         limiter=limiter,
-        on_request=note,
+        on_request=_counted("ac", metrics),
     )
 
 
 def klcode_client(settings: Settings, metrics: Metrics | None = None) -> KlCodeClient:
-    def note(method: str, status: int | str) -> None:
-        if metrics is not None:
-            metrics.request("klcode", method, status)
-
     return KlCodeClient(
         session=requests.Session(),
         base_url=settings.klcode_api_url,
         api_key=settings.klcode_api_key,
         timeout=settings.http_timeout,
-        on_request=note,
+        on_request=_counted("klcode", metrics),
     )
 
 
