@@ -275,19 +275,13 @@ def _rss_kb(pid: int) -> int:
 
 def bench_steady(tmp: Path, redis_url: str, quick: bool) -> tuple[list[Row], dict[str, Any]]:
     """AC requests per synced change (adds, removals) and end-to-end latency, unloaded."""
-    from workers.acindex import ACContactIndex  # noqa: PLC0415
-    from workers.config import Settings  # noqa: PLC0415
-    from workers.context import ac_client  # noqa: PLC0415
-
     n = 30 if quick else 100
     stack = _stack(tmp, redis_url, "steady", ac_rate_limit=20, sandbox_rate_limit=20)
     try:
         tag = "VIP Customer"
         stack.map(tag, direction="klcode_to_ac")
         emails = [stack.customer(f"steady{i}@example.com") for i in range(n)]
-        ACContactIndex(stack.redis, ac_client(Settings.from_env(stack.env), None)).refresh(
-            full=True
-        )
+        stack.index_ac_contacts()
         stack.settle()
         ac = stack.sandbox.ac
         latencies: list[float] = []
@@ -353,21 +347,13 @@ def bench_steady(tmp: Path, redis_url: str, quick: bool) -> tuple[list[Row], dic
 
 def bench_burst(tmp: Path, redis_url: str, quick: bool) -> tuple[list[Row], dict[str, Any]]:
     """5,000 KlCode adds on 5,000 contacts known to AC, AC at its real 5 requests/s."""
-    from workers.acindex import ACContactIndex  # noqa: PLC0415
-    from workers.config import Settings  # noqa: PLC0415
-    from workers.context import ac_client  # noqa: PLC0415
-
     n = 1000 if quick else 5000
     stack = _stack(tmp, redis_url, "burst", ac_rate_limit=5, sandbox_rate_limit=5)
     try:
         tag = "Beef Lover"
         stack.map(tag, direction="klcode_to_ac")
         emails = [stack.customer(f"burst{i}@example.com") for i in range(n)]
-        stack.sandbox.ac.rate_limit = None  # building the index is set-up, not the figure
-        ACContactIndex(stack.redis, ac_client(Settings.from_env(stack.env), None)).refresh(
-            full=True
-        )
-        stack.sandbox.ac.rate_limit = 5
+        stack.index_ac_contacts()  # set-up, not the figure
         stack.sandbox.ac.stats.reset()
         now = time.time()
         start = time.monotonic()

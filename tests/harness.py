@@ -27,6 +27,9 @@ from mapping_store.models import Base
 from sandbox import Sandbox
 from webhooks.cli import GUNICORN_SETTINGS
 from webhooks.signatures import sign
+from workers.acindex import ACContactIndex
+from workers.config import Settings
+from workers.context import ac_client
 from workers.embedded import EmbeddedRedis, free_port
 
 SECRET = "it-klcode-secret"
@@ -291,6 +294,16 @@ class Stack:
             idle = self.sandbox.idle(0.5) and not self.busy()
             quiet = quiet + 1 if idle else 0
             time.sleep(0.1)
+
+    def index_ac_contacts(self) -> None:
+        """Build the AC contact index as the scheduler would; set-up, so outside the stand-in's
+        rate limit."""
+        limit, self.sandbox.ac.rate_limit = self.sandbox.ac.rate_limit, None
+        try:
+            client = ac_client(Settings.from_env(self.env), None)
+            ACContactIndex(self.redis, client).refresh(full=True)
+        finally:
+            self.sandbox.ac.rate_limit = limit
 
     def wait_in_ac(self, tag: str, emails: list[str], timeout: float) -> None:
         """Wait until every one of `emails` has `tag` in the AC stand-in."""

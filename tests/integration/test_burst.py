@@ -6,10 +6,6 @@ import time
 
 import pytest
 
-from workers.acindex import ACContactIndex
-from workers.config import Settings
-from workers.context import ac_client
-
 from ..harness import Stack
 
 pytestmark = pytest.mark.integration
@@ -20,10 +16,7 @@ def test_burst_of_adds_goes_through_bulk_import(stack_factory) -> None:
     tag = "VIP Customer"
     stack.map(tag, direction="klcode_to_ac")
     emails = [stack.customer(f"burst{i}@example.com") for i in range(300)]
-    settings = Settings.from_env(stack.env)
-    ACContactIndex(stack.redis, ac_client(settings, None)).refresh(
-        full=True
-    )  # AC's contacts are known
+    stack.index_ac_contacts()  # AC's contacts are known
     stack.sandbox.ac.stats.reset()
     now = time.time()
     events = [stack.kl_event(e, tag, "add", now) for e in emails]
