@@ -31,10 +31,12 @@ from workers.acindex import ACContactIndex
 from workers.config import Settings
 from workers.context import ac_client
 from workers.embedded import EmbeddedRedis, free_port
+from workers.queueing import INBOX_KEY
 
 SECRET = "it-klcode-secret"
 TOKEN = "it-ac-token"
 QUEUE = "tagsync-events"
+INBOX = INBOX_KEY.format(queue=QUEUE)
 START_TIMEOUT = 20.0
 
 
@@ -280,9 +282,16 @@ class Stack:
 
     # -- observation ----------------------------------------------------------------------
 
+    def waiting(self) -> int:
+        """Events durable in Redis, not yet started: in the inbox (until a pump takes them)
+        or queued as jobs."""
+        records = self.redis.lrange(INBOX, 0, -1)
+        inbox = sum(len(json.loads(r)[2]) for r in records)
+        return inbox + self.redis.llen(f"rq:queue:{QUEUE}")
+
     def busy(self) -> bool:
         started = self.redis.zcard(f"rq:wip:{QUEUE}") or self.redis.zcard(f"rq:started:{QUEUE}")
-        return bool(self.redis.llen(f"rq:queue:{QUEUE}") or started)
+        return bool(self.redis.llen(INBOX) or self.redis.llen(f"rq:queue:{QUEUE}") or started)
 
     def settle(self, timeout: float = 20.0) -> None:
         """Wait until no webhook is in flight and no job queued or running, twice in a row."""

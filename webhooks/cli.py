@@ -148,7 +148,8 @@ def _gunicorn_argv(host: str, port: int, web_workers: int | None) -> list[str]:
 @click.option("--burst", is_flag=True, help="exit when the queue is empty")
 @click.option("--log-level", default="INFO", show_default=True)
 def worker(burst: bool, log_level: str) -> None:
-    """Run one RQ worker (with RQ's scheduler, for delayed retries)."""
+    """Run one RQ worker (with RQ's scheduler, for delayed retries) and an inbox pump."""
+    from workers.pump import Pump  # noqa: PLC0415
     from workers.worker import make_worker  # noqa: PLC0415
 
     setup_logging(log_level)
@@ -158,10 +159,16 @@ def worker(burst: bool, log_level: str) -> None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         ctx.store.init_schema()
     set_context(ctx)
-    # Jobs run in this process (see workers/worker.py for why, and how a dead one is noticed).
-    make_worker(ctx.redis, settings.queue_name).work(
-        burst=burst, with_scheduler=True, logging_level=log_level
-    )
+    if burst:  # what was received before now becomes jobs first, so this run sees them
+        ctx.events.drain_all()
+    pump = Pump(ctx.events).start()
+    try:
+        # Jobs run in this process (see workers/worker.py for why, and how a dead one is noticed).
+        make_worker(ctx.redis, settings.queue_name).work(
+            burst=burst, with_scheduler=True, logging_level=log_level
+        )
+    finally:
+        pump.stop()
 
 
 @main.command()

@@ -41,25 +41,19 @@ def _enqueue(parsed: Parsed, source: str) -> tuple[Response, int]:
         Metrics(ext.redis).webhook(source, "ignored", "not_a_tag_event")
         return jsonify({"status": "ignored", "reason": "not a tag event"}), 200
     try:
-        fresh = ext.events.push(parsed.events, source=source)
+        ext.events.push(parsed.events, source=source)
     except RedisError as exc:
         log.error("%s webhook not made durable, answering 503: %s", source, type(exc).__name__)
         resp, status = _error(503, "unavailable", detail="events could not be queued; retry later")
         Metrics(ext.redis).webhook(source, "rejected", "redis_down")
         resp.headers["Retry-After"] = RETRY_AFTER_UNAVAILABLE
         return resp, status
-    queued = sum(fresh)
-    body: dict[str, Any] = {"status": "queued", "events": queued}
-    if queued < len(fresh):
-        body["duplicates"] = len(fresh) - queued
+    # Durable now; a redelivery is recognised by the pump (counted in /metrics as duplicate).
+    body: dict[str, Any] = {"status": "queued", "events": len(parsed.events)}
     if parsed.ignored:
         body["ignored"] = parsed.ignored
     log.debug(  # per request: the counts are in /metrics; INFO would cost the hot path
-        "%s webhook: %d queued, %d duplicate, %d ignored",
-        source,
-        queued,
-        len(fresh) - queued,
-        parsed.ignored,
+        "%s webhook: %d queued, %d ignored", source, len(parsed.events), parsed.ignored
     )
     return jsonify(body), 202
 

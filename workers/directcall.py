@@ -1,4 +1,4 @@
-"""One Lua script call per webhook write, sent on a connection of its own.
+"""The receiver's one Redis call per write (and the pump's script), on a connection of its own.
 
 The receiver makes exactly one Redis call per request, and under load that call was half of the
 request's cost: redis-py's general path encodes every argument in Python, checks a connection
@@ -35,13 +35,11 @@ except ImportError:  # pragma: no cover - hiredis is a declared dependency; stay
 Arg = str | bytes | int | float
 
 
-class DirectScript:
-    """A Lua script called by EVALSHA (EVAL after a Redis restart lost the script cache)."""
+class DirectConnection:
+    """Commands sent one at a time on a connection of their own."""
 
-    def __init__(self, redis: Redis, script: str) -> None:
+    def __init__(self, redis: Redis) -> None:
         self._pool = redis.connection_pool
-        self._script = script
-        self._sha = hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 - Redis's script id
         self._lock = threading.Lock()
         self._conn: AbstractConnection | None = None
         self._pid = 0
@@ -74,6 +72,25 @@ class DirectScript:
             return self._roundtrip(command)
         except RedisConnectionError:  # a stale connection (Redis restarted): once more, fresh
             return self._roundtrip(command)
+
+    def command(self, *command: Arg) -> object:
+        """One command and its reply (a dropped connection is retried once, fresh: only send
+        commands whose repetition is harmless).
+
+        Raises:
+            redis.RedisError: it did not run, or (timeout) we cannot know whether it did.
+        """
+        with self._lock:
+            return self._call(command)
+
+
+class DirectScript(DirectConnection):
+    """A Lua script called by EVALSHA (EVAL after a Redis restart lost the script cache)."""
+
+    def __init__(self, redis: Redis, script: str) -> None:
+        super().__init__(redis)
+        self._script = script
+        self._sha = hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 - Redis's script id
 
     def __call__(self, keys: Sequence[Arg], args: Sequence[Arg]) -> object:
         """EVALSHA on the script's own connection, one call at a time.

@@ -38,6 +38,13 @@ class Locks:
         token = uuid.uuid4().hex
         return token if self.redis.set(key, token, nx=True, px=int(self.ttl * 1000)) else None
 
+    def renew(self, key: str, token: str) -> bool:
+        """Extend a lock still held with `token` by another TTL; False if it was lost."""
+        return bool(self._renew(keys=[key], args=[token, int(self.ttl * 1000)]))
+
+    def release(self, key: str, token: str) -> None:
+        self._release(keys=[key], args=[token])
+
     @contextmanager
     def hold(self, key: str, *, wait: float = 0.0, what: str = "lock") -> Iterator[None]:
         """Hold `key` for the block, waiting up to `wait` seconds for it.
@@ -60,13 +67,13 @@ class Locks:
         finally:
             released.set()
             keeper.join(timeout=1)
-            self._release(keys=[key], args=[token])
+            self.release(key, token)
 
     def _keep(self, key: str, token: str, released: threading.Event) -> None:
         # Work under the lock (HTTP retries, rate-limit waits) can outlast the TTL.
         while not released.wait(self.ttl / 3):
             try:
-                if not self._renew(keys=[key], args=[token, int(self.ttl * 1000)]):
+                if not self.renew(key, token):
                     log.warning("lost lock %s (it expired while held)", key)
                     return
             except Exception:  # a Redis blip: the next beat retries while the TTL still covers us

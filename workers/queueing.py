@@ -1,14 +1,24 @@
-"""Durable, deduplicated ingest: the receiver's only write path.
+"""Durable, deduplicated ingest, in two steps.
 
-One Lua script per webhook request marks each delivery as seen AND saves and queues its RQ job,
-atomically: either both happen or neither does, so a sender's retry after a failed enqueue is
-never dropped as a duplicate (DESIGN.md section 10). One round trip per request, however many
-events it carries. The jobs are ordinary RQ jobs (JSON-serialised), run by `tagsync worker`.
+1. The receiver appends each request's events, as one record, to a Redis list (the inbox): one
+   RPUSH, shared by the requests received at the same moment. Once it returns, the events are
+   as durable as Redis is, and the sender gets its 202.
+2. The pump (workers/pump.py, in every worker process, one at a time) runs one Lua script that
+   removes the oldest records from the inbox AND, per event, marks the delivery as seen and
+   saves and queues its RQ job: all or nothing, so a sender's retry is never dropped as a
+   duplicate of an event that was never queued (DESIGN.md section 10), and a pump that dies
+   half-way leaves the records in the inbox for the next.
+
+Why two steps: creating the jobs (a dedup key, a job hash, a queue push per event) was most of
+the receiver's cost under load; the inbox keeps the receiver's Redis work to one short append,
+and moves the rest off the sender's clock. The jobs are ordinary RQ jobs (JSON-serialised), run
+by `tagsync worker`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import uuid
@@ -23,9 +33,11 @@ from rq.utils import now as rq_now
 from rq.utils import utcformat
 
 from .config import DEFAULT_RETRY_INTERVALS
-from .directcall import DirectScript
+from .directcall import DirectConnection, DirectScript
 from .events import TagEvent
 from .groupcommit import GroupCommit
+
+log = logging.getLogger(__name__)
 
 DEDUP_TTL = 7 * 24 * 3600  # seconds a delivery id is remembered (KlCode and AC retry within hours)
 JOB_TIMEOUT = 300  # seconds one event job may run (HTTP retries and rate-limit waits included)
@@ -37,12 +49,24 @@ MAX_WRITE = 2000  # events in one ingest call (a KlCode batch is at most 1000)
 PROCESS_EVENT = "workers.jobs.process_event"
 ON_FAILURE = "workers.jobs.on_job_failure"
 
+INBOX_KEY = "tagsync:inbox:{queue}"  # received events, waiting for the pump
+DEAD_KEY = "tagsync:inbox:{queue}:dead"  # inbox records the pump could not read (kept, logged)
+RECORD_VERSION = 1  # first element of every inbox record; a web/worker version skew shows up
+DRAIN_RECORDS = 200  # inbox records one drain reads (and at most MAX_WRITE events)
+
 _INGEST = """
 -- KEYS[1] rq:queues, KEYS[2] queue key, KEYS[3] metrics hash, KEYS[4] and KEYS[5] the
--- last-webhook keys of klcode and ac, then per event: KEYS[4+2i] dedup key, KEYS[5+2i] job key.
+-- last-webhook keys of klcode and ac, KEYS[6] the inbox, KEYS[7] its dead-letter list, then per
+-- event: KEYS[6+2i] dedup key, KEYS[7+2i] job key.
 -- ARGV[1] queue key, ARGV[2] dedup ttl, ARGV[3] now, ARGV[4] the job fields every event shares
--- (a JSON list of field, value, ...), ARGV[5] created/enqueued stamp, then per event: its
--- source, job id, data, description. Events of several requests may come in one call.
+-- (a JSON list of field, value, ...), ARGV[5] created/enqueued stamp, ARGV[6] how many inbox
+-- records this call consumes, ARGV[7] the first of them as read, ARGV[8] how many of them are
+-- unreadable (D), then those D records, then per event: its source, job id, data, description.
+-- If the inbox no longer starts with the record read, another pump got there first: do nothing.
+if redis.call('LINDEX', KEYS[6], 0) ~= ARGV[7] then return false end
+redis.call('LTRIM', KEYS[6], tonumber(ARGV[6]), -1)
+local dead = tonumber(ARGV[8])
+for d = 1, dead do redis.call('RPUSH', KEYS[7], ARGV[8 + d]) end
 redis.call('SADD', KEYS[1], ARGV[1])
 local fields = cjson.decode(ARGV[4])
 local n = #fields
@@ -51,8 +75,8 @@ fields[n + 3], fields[n + 4] = 'enqueued_at', ARGV[5]
 fields[n + 5], fields[n + 7] = 'data', 'description'
 local ttl = tonumber(ARGV[2])
 local out, counts, seen = {}, {}, {}
-local a = 6
-for k = 6, #KEYS, 2 do
+local a = 9 + dead
+for k = 8, #KEYS, 2 do
   local source, job_id = ARGV[a], ARGV[a + 1]
   local outcome = 'duplicate'
   if redis.call('SET', KEYS[k], job_id, 'NX', 'EX', ttl) then
@@ -129,17 +153,20 @@ class EventQueue:
         self._shared: str | None = None
         self.queue = Queue(queue_name, connection=redis, serializer=JSONSerializer)
         self.dedup_ttl = dedup_ttl
+        self.inbox_key = INBOX_KEY.format(queue=queue_name)
+        self.dead_key = DEAD_KEY.format(queue=queue_name)
+        self._direct = DirectConnection(redis)
         self._script = DirectScript(redis, _INGEST)
-        self._fixed_keys = (  # the ingest script's KEYS[1..5]
+        self._fixed_keys = (  # the ingest script's KEYS[1..7]
             self.queue.redis_queues_keys,
             self.queue.key,
             WEBHOOK_METRICS,
             LAST_WEBHOOK_KEY.format(source="klcode"),
             LAST_WEBHOOK_KEY.format(source="ac"),
+            self.inbox_key,
+            self.dead_key,
         )
-        self._group: GroupCommit[tuple[str, Sequence[TagEvent]], list[bool]] = GroupCommit(
-            self._write, max_size=MAX_WRITE
-        )
+        self._group: GroupCommit[str, None] = GroupCommit(self._append, max_size=MAX_WRITE)
 
     def make_job(self, event: TagEvent, *, direct: bool = False) -> Job:
         job = Job.create(
@@ -191,41 +218,113 @@ class EventQueue:
             )
         return self._shared
 
-    def push(self, events: Sequence[TagEvent], *, source: str) -> list[bool]:
-        """Enqueue each event unless its delivery id was seen; True where newly queued.
+    def push(self, events: Sequence[TagEvent], *, source: str) -> None:
+        """Make the events durable in the inbox: one record, in one round trip shared with the
+        requests being received at the same moment in this process (workers/groupcommit.py).
 
-        One round trip, however many events, shared with the requests being received at the
-        same moment in this process (group commit: workers/groupcommit.py).
+        The pump (`drain`) turns records into RQ jobs, deduplicated by delivery id; the receiver
+        only appends, which keeps its Redis work to one RPUSH however the events fare later.
 
         Raises:
             redis.RedisError: nothing was made durable (or, on a timeout, we cannot know);
-                the caller answers 503 and the sender's retry is deduplicated.
+                the caller answers 503 and the sender's retry is deduplicated by the pump.
         """
         if not events:
             self.redis.set(LAST_WEBHOOK_KEY.format(source=source), f"{time.time():.3f}")
-            return []
-        return self._group.submit((source, events), len(events))
+            return
+        # The random id keeps every record unique: the pump's "nobody drained before me" check
+        # compares the inbox's first record with the one it read.
+        record = json.dumps(
+            [RECORD_VERSION, os.urandom(8).hex(), [event.to_dict() for event in events]]
+        )
+        self._group.submit(record, len(events))
 
-    def _write(self, batch: Sequence[tuple[str, Sequence[TagEvent]]]) -> list[list[bool]]:
+    def _append(self, records: Sequence[str]) -> list[None]:
+        # Repeated after a dropped connection, a record may land twice: its events then come
+        # out of the pump as duplicates, never as two jobs.
+        self._direct.command("RPUSH", self.inbox_key, *records)
+        return [None] * len(records)
+
+    def inbox_size(self) -> int:
+        return int(self.redis.llen(self.inbox_key))
+
+    def wait_for_inbox(self, timeout: float) -> bool:
+        """Block until the inbox holds a record (True) or `timeout` seconds pass (False).
+
+        BLMOVE from the list's head to its head is a blocking peek: it moves nothing."""
+        peeked = self.redis.blmove(self.inbox_key, self.inbox_key, timeout, "LEFT", "LEFT")
+        return peeked is not None
+
+    def drain(self, *, max_events: int = MAX_WRITE) -> int | None:
+        """Turn the oldest inbox records into RQ jobs, atomically with removing them from the
+        inbox; a delivery id seen before becomes a counted duplicate, not a second job.
+
+        Returns how many events it took (0: the inbox is empty), or None if another pump
+        drained those records first (nothing was done; call again).
+        """
+        raw = self.redis.lrange(self.inbox_key, 0, DRAIN_RECORDS - 1)
+        if not raw:
+            return 0
+        taken: list[TagEvent] = []
+        dead: list[bytes] = []
+        consumed = 0
+        for record in raw:
+            try:
+                version, _, items = json.loads(record)
+                if version != RECORD_VERSION:
+                    raise ValueError(f"record version {version}, not {RECORD_VERSION}")
+                events = [TagEvent.from_dict(item) for item in items]
+            except (ValueError, TypeError, KeyError) as exc:
+                log.error("unreadable inbox record moved to %s: %s", self.dead_key, exc)
+                dead.append(record)
+                continue
+            taken += events
+            consumed += 1
+            if len(taken) >= max_events:
+                break
+        consumed += len(dead)
+        flags = self._write(taken, consumed=consumed, head=raw[0], dead=dead)
+        return None if flags is None else len(taken)
+
+    def drain_all(self) -> int:
+        """Drain until the inbox is empty (tests, `tagsync worker --burst`): events taken."""
+        total = 0
+        while (moved := self.drain()) != 0:
+            total += moved or 0
+        return total
+
+    def _write(
+        self,
+        events: Sequence[TagEvent],
+        *,
+        consumed: int,
+        head: bytes,
+        dead: Sequence[bytes],
+    ) -> list[bool] | None:
         now = time.time()
         keys = list(self._fixed_keys)
-        args = [self.queue.key, self.dedup_ttl, f"{now:.3f}", self._shared_fields()]
-        args.append(utcformat(rq_now()))
-        for source, events in batch:
-            for event in events:
-                job_id = os.urandom(16).hex()  # as random as uuid4().hex, a fifth of the cost
-                keys += (DEDUP_PREFIX + event.event_id, JOB_KEY_PREFIX + job_id)
-                # `data` as RQ's JSON serializer writes it, but uncompressed: RQ reads plain
-                # data as is (Job.restore), and zlib's set-up cost more than building the rest.
-                data = json.dumps([PROCESS_EVENT, None, [event.to_dict()], {}])
-                args += (source, job_id, data, describe(event))
+        args: list[str | bytes | int] = [
+            self.queue.key,
+            self.dedup_ttl,
+            f"{now:.3f}",
+            self._shared_fields(),
+            utcformat(rq_now()),
+            consumed,
+            head,
+            len(dead),
+            *dead,
+        ]
+        for event in events:
+            job_id = os.urandom(16).hex()  # as random as uuid4().hex, a fifth of the cost
+            keys += (DEDUP_PREFIX + event.event_id, JOB_KEY_PREFIX + job_id)
+            # `data` as RQ's JSON serializer writes it, but uncompressed: RQ reads plain
+            # data as is (Job.restore), and zlib's set-up cost more than building the rest.
+            data = json.dumps([PROCESS_EVENT, None, [event.to_dict()], {}])
+            args += (event.source, job_id, data, describe(event))
         flags = self._script(keys, args)
-        out: list[list[bool]] = []
-        i = 0
-        for _, events in batch:
-            out.append([bool(x) for x in flags[i : i + len(events)]])  # type: ignore[index]
-            i += len(events)
-        return out
+        if flags is None:
+            return None
+        return [bool(x) for x in flags]  # type: ignore[union-attr]
 
 
 RECONCILE_QUEUE = "tagsync-reconcile"

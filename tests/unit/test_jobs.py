@@ -51,6 +51,7 @@ def event(i: int = 1, op: str = "add", email: str = "jane@x.com") -> TagEvent:
 
 
 def drain(redis: fakeredis.FakeRedis) -> Queue:
+    EventQueue(redis, "tagsync-events").drain_all()  # the pump's step: inbox -> RQ jobs
     queue = Queue("tagsync-events", connection=redis, serializer=JSONSerializer)
     SimpleWorker([queue], connection=redis, serializer=JSONSerializer).work(burst=True)
     return queue
@@ -69,7 +70,7 @@ def test_event_applied_and_logged_once(
         status=201,
         json={"contactTag": {"id": "77", "contact": "9", "tag": "64"}},
     )
-    assert EventQueue(redis, "tagsync-events").push([event()], source="klcode") == [True]
+    EventQueue(redis, "tagsync-events").push([event()], source="klcode")
     drain(redis)
     (entry,) = store.sync_log()
     assert (entry.event_id, entry.outcome, entry.attempts) == ("kl:evt_1", "applied", 1)
@@ -120,6 +121,10 @@ def test_contact_not_found_is_recorded_and_retried(
 
 def test_duplicate_delivery_enqueued_once(redis: fakeredis.FakeRedis) -> None:
     q = EventQueue(redis, "tagsync-events")
-    assert q.push([event(1), event(2)], source="klcode") == [True, True]
-    assert q.push([event(2), event(3)], source="klcode") == [False, True]
-    assert redis.llen("rq:queue:tagsync-events") == 3
+    q.push([event(1), event(2)], source="klcode")
+    q.push([event(2), event(3)], source="klcode")
+    assert q.inbox_size() == 2 and redis.llen("rq:queue:tagsync-events") == 0
+    assert q.drain_all() == 4
+    assert q.inbox_size() == 0 and redis.llen("rq:queue:tagsync-events") == 3
+    counts = redis.hgetall("tagsync:m:webhooks")
+    assert counts == {b"klcode|accepted|": b"3", b"klcode|duplicate|": b"1"}

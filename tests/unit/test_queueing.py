@@ -30,7 +30,8 @@ def event(i: int = 1) -> TagEvent:
 
 def test_pushed_job_equals_what_rq_would_write(redis: fakeredis.FakeRedis) -> None:
     q = EventQueue(redis, "tagsync-events", retry_intervals=(20, 90, 360))
-    assert q.push([event()], source="klcode") == [True]
+    q.push([event()], source="klcode")
+    assert q.drain_all() == 1
     (job_id,) = [j.decode() for j in redis.lrange("rq:queue:tagsync-events", 0, -1)]
     stored = {k.decode(): v for k, v in redis.hgetall(f"rq:job:{job_id}").items()}
     reference = _hset_args(q.make_job(event()))
@@ -54,7 +55,9 @@ def test_rq_runs_the_pushed_jobs(redis: fakeredis.FakeRedis, monkeypatch) -> Non
     monkeypatch.setattr(
         "workers.jobs.process_event", lambda ev, direct=False: seen.append(ev["event_id"])
     )
-    EventQueue(redis, "tagsync-events").push([event(1), event(2)], source="klcode")
+    q = EventQueue(redis, "tagsync-events")
+    q.push([event(1), event(2)], source="klcode")
+    q.drain_all()
     queue = Queue("tagsync-events", connection=redis, serializer=JSONSerializer)
     SimpleWorker([queue], connection=redis, serializer=JSONSerializer).work(burst=True)
     assert seen == ["kl:e1", "kl:e2"]
