@@ -4,8 +4,11 @@ from datetime import datetime, timezone
 from urllib.parse import parse_qsl
 
 import pytest
-from marshmallow import ValidationError
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validates_schema
 
+from webhooks import schemas
 from webhooks.schemas import MAX_BATCH, parse_ac, parse_ac_time, parse_klcode, unflatten_form
 
 NOW = datetime(2026, 3, 1, 12, 0, 5, tzinfo=timezone.utc).timestamp()
@@ -140,3 +143,172 @@ def test_ac_rejects_malformed(overrides: dict[str, str]) -> None:
 def test_unflatten_form() -> None:
     out = unflatten_form({"contact[email]": "a@b.c", "contact[fields][1]": "x", "tag": "t"})
     assert out == {"contact": {"email": "a@b.c"}, "tag": "t"}
+
+
+# -- the direct path: marshmallow's own fields without the Schema machinery ----------------------
+
+_text = st.one_of(
+    st.sampled_from(["", " ", "VIP Customer", "a\x00b", "x" * 256, "Ünïcode ✓", "1", "evt_1"]),
+    st.text(max_size=20),
+)
+_emails = st.one_of(
+    st.sampled_from(
+        [
+            "Jane.Doe@Example.com",
+            "a@b.co",
+            "a..b@x.com",
+            ".a@x.com",
+            "a@-x.com",
+            "a@x",
+            "user@localhost",
+            "x" * 320 + "@x.com",
+            "üser@exämple.com",
+            '"quoted"@x.com',
+            "a@[127.0.0.1]",
+            "",
+        ]
+    ),
+    st.emails(),
+    st.text(max_size=30),
+)
+_times = st.one_of(
+    st.sampled_from(
+        [
+            "2026-03-01T12:00:00Z",
+            "2026-03-01T12:00:00.123Z",
+            "2026-03-01T12:00:00+02:00",
+            "2026-03-01 12:00:00",
+            "2026-03-01",
+            "2026-02-30T12:00:00Z",
+            "12:00",
+            "",
+        ]
+    ),
+    st.datetimes().map(lambda d: d.isoformat()),
+    st.text(max_size=25),
+)
+_odd = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.lists(st.integers()))
+
+
+_names = st.text(st.characters(codec="utf-8"), min_size=1, max_size=30)
+_valid_klcode = st.fixed_dictionaries(
+    {
+        "id": _names,
+        "type": st.sampled_from(["customer.tag_added", "customer.tag_removed"]),
+        "occurred_at": st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()),
+        "customer": st.fixed_dictionaries(
+            {"id": st.one_of(st.integers(), _names), "email": st.emails()}
+        ),
+        "tag": st.fixed_dictionaries({"name": _names}),
+    }
+)
+_valid_ac = st.fixed_dictionaries(
+    {
+        "type": st.sampled_from(["contact_tag_added", "contact_tag_removed"]),
+        "date_time": _times,
+        "contact": st.fixed_dictionaries({"id": _names, "email": st.emails()}),
+        "tag": _names,
+    },
+    optional={"initiated_from": st.sampled_from(["admin", "api", "public", "system"])},
+)
+_anything = st.one_of(_text, _emails, _times, _odd, st.just(KeyError), st.just({}))
+
+
+def _mutated(valid: st.SearchStrategy, paths: list[tuple[str, ...]]) -> st.SearchStrategy:
+    """A valid payload with up to two values replaced (KeyError: removed) or a key added."""
+
+    def apply(item_and_changes: tuple[dict, list]) -> object:
+        item, changes = item_and_changes
+        for path, value in changes:
+            parent = item
+            for key in path[:-1]:
+                if not isinstance(parent.get(key), dict):
+                    break
+                parent = parent[key]
+            else:
+                if value is KeyError:
+                    parent.pop(path[-1], None)
+                else:
+                    parent[path[-1]] = value
+        return item
+
+    changes = st.lists(st.tuples(st.sampled_from(paths), _anything), max_size=2)
+    return st.tuples(valid, changes).map(apply)
+
+
+_klcode_items = _mutated(
+    _valid_klcode,
+    [
+        ("id",),
+        ("type",),
+        ("occurred_at",),
+        ("customer",),
+        ("customer", "id"),
+        ("customer", "email"),
+        ("customer", "extra"),
+        ("tag",),
+        ("tag", "name"),
+        ("extra",),
+    ],
+)
+_ac_items = _mutated(
+    _valid_ac,
+    [
+        ("type",),
+        ("date_time",),
+        ("initiated_from",),
+        ("contact",),
+        ("contact", "id"),
+        ("contact", "email"),
+        ("tag",),
+        ("list",),
+    ],
+)
+
+
+def _same_as_marshmallow(schema: object, direct: object, item: object) -> bool:
+    """The direct path either declines or gives exactly what `schema.load` gives."""
+    fast = direct.load(item)  # type: ignore[attr-defined]
+    if fast is None:
+        return False
+    assert fast == schema.load(item)  # type: ignore[attr-defined]  # raises if it rejects
+    return True
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_klcode_items)
+def test_direct_klcode_load_equals_marshmallow(item: object) -> None:
+    _same_as_marshmallow(schemas._KLCODE_EVENT, schemas._KLCODE_DIRECT, item)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_ac_items)
+def test_direct_ac_load_equals_marshmallow(item: object) -> None:
+    _same_as_marshmallow(schemas._AC_WEBHOOK, schemas._AC_DIRECT, item)
+
+
+def test_direct_path_takes_the_usual_payloads() -> None:
+    # Else the speed-up silently disappears (the answers would still be right).
+    assert _same_as_marshmallow(schemas._KLCODE_EVENT, schemas._KLCODE_DIRECT, EVENT)
+    form = unflatten_form(ac_form())
+    assert _same_as_marshmallow(schemas._AC_WEBHOOK, schemas._AC_DIRECT, form)
+    assert schemas._KLCODE_DIRECT.load({**EVENT, "customer": {"id": 1}}) is None
+
+
+def test_direct_loader_refuses_schemas_it_cannot_follow() -> None:
+    class Hooked(Schema):
+        class Meta:
+            unknown = EXCLUDE
+
+        name = fields.String()
+
+        @validates_schema
+        def check(self, data: dict, **_: object) -> None:
+            pass
+
+    class Raising(Schema):
+        name = fields.String()
+
+    for schema in (Hooked(), Raising()):
+        with pytest.raises(TypeError):
+            schemas.DirectLoader(schema)
