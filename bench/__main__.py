@@ -243,6 +243,43 @@ def bench_receiver(tmp: Path, quick: bool) -> tuple[list[Row], dict[str, Any]]:
     return rows, raw
 
 
+def bench_pump(tmp: Path, redis_url: str, quick: bool) -> tuple[list[Row], dict[str, Any]]:
+    """How fast the pump turns inbox records into RQ jobs (the second ingest step): it must
+    outrun the workers, or the inbox, not the queue, is where a burst waits."""
+    from workers.events import TagEvent  # noqa: PLC0415
+    from workers.queueing import EventQueue  # noqa: PLC0415
+
+    redis = Redis.from_url(redis_url)
+    redis.flushdb()
+    queue = EventQueue(redis, "tagsync-bench-pump")
+    rows: list[Row] = []
+    raw: dict[str, Any] = {}
+    for label, per_record, records in (("single events", 1, 20_000), ("batches of 100", 100, 200)):
+        records = records // 4 if quick else records
+        now = time.time()
+        for r in range(records):
+            events = [
+                TagEvent("klcode", f"kl:p{r}.{i}", "add", f"c{r}.{i}@x.com", "VIP", now, now)
+                for i in range(per_record)
+            ]
+            queue.push(events, source="klcode")
+        start = time.perf_counter()
+        moved = queue.drain_all()
+        elapsed = time.perf_counter() - start
+        assert moved == records * per_record == redis.llen(queue.queue.key)
+        raw[label] = {"events": moved, "seconds": elapsed}
+        rows.append(
+            (
+                f"pump, inbox -> RQ jobs ({label}): events/s",
+                f"{moved / elapsed:.0f}",
+                "-",
+                None,
+            )
+        )
+        redis.flushdb()
+    return rows, raw
+
+
 # -- 2-7: the running system ------------------------------------------------------------------
 
 
@@ -514,7 +551,7 @@ def bench_page() -> tuple[list[Row], dict[str, Any]]:
     ], r
 
 
-BENCHES = ("receiver", "steady", "burst", "removals", "reconcile", "page")
+BENCHES = ("receiver", "pump", "steady", "burst", "removals", "reconcile", "page")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -535,11 +572,12 @@ def main(argv: list[str] | None = None) -> int:
         if "receiver" in args.only:
             r, raw["receiver"] = bench_receiver(tmp, args.quick)
             rows += r
-        if set(args.only) & {"steady", "burst", "removals", "reconcile"}:
+        if set(args.only) & {"pump", "steady", "burst", "removals", "reconcile"}:
             redis = EmbeddedRedis(tmp / "redis", appendonly=True)
             redis.start()
             try:
                 for name, fn in (
+                    ("pump", bench_pump),
                     ("steady", bench_steady),
                     ("burst", bench_burst),
                     ("removals", bench_removals),

@@ -34,5 +34,5 @@ def create_unqueued_app() -> Flask:
 
     app = create_tagsync()
     events = app.extensions["tagsync"].events
-    events.push = lambda batch, *, source: [True] * len(batch)
+    events.push = lambda batch, *, source: None
     return app

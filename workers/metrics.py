@@ -157,7 +157,7 @@ class RedisCollector(Collector):
         yield hist
         depth = GaugeMetricFamily(
             "tagsync_queue_depth",
-            "Jobs waiting, by queue and registry",
+            "Jobs waiting, by queue and registry (inbox: webhook requests not yet jobs)",
             labels=["queue", "registry"],
         )
         for key, n in snap["queues"].items():

@@ -367,10 +367,13 @@ def last_webhook_at(redis: Redis, source: str) -> float | None:
 
 
 def queue_depths(redis: Redis, queue_names: Sequence[str]) -> dict[str, int]:
-    """Jobs per queue and registry ("<queue>|queued", "|started", "|scheduled", "|failed")."""
+    """Jobs per queue and registry ("<queue>|queued", "|started", "|scheduled", "|failed"),
+    and "<queue>|inbox": webhook requests received whose events are not jobs yet (it grows
+    only while no worker, and so no pump, runs)."""
     out: dict[str, int] = {}
     for name in queue_names:
         q = Queue(name, connection=redis, serializer=JSONSerializer)
+        out[f"{name}|inbox"] = int(redis.llen(INBOX_KEY.format(queue=name)))
         out[f"{name}|queued"] = q.count
         out[f"{name}|started"] = q.started_job_registry.count
         out[f"{name}|scheduled"] = q.scheduled_job_registry.count

@@ -262,4 +262,8 @@ def test_metrics_are_public_and_prometheus(client: FlaskClient, redis: fakeredis
         'tagsync_webhooks_total{reason="invalid_token",result="rejected",source="ac"} 1.0' in text
     )
     assert 'tagsync_queue_depth{queue="tagsync-events",registry="queued"} 0.0' in text
+    assert 'tagsync_queue_depth{queue="tagsync-events",registry="inbox"} 0.0' in text
     assert "tagsync_ac_rate_limit" in text
+    redis.rpush("tagsync:inbox:tagsync-events", "a record no pump has taken yet")
+    text = client.get("/metrics").data.decode()
+    assert 'tagsync_queue_depth{queue="tagsync-events",registry="inbox"} 1.0' in text
