@@ -11,8 +11,9 @@ anyway); a lock, not a per-thread connection, so gevent's per-request greenlets 
 open one.
 
 Failure semantics stay those of a normal call: a broken connection is dropped and the call
-tried once more on a fresh one (the ingest script is idempotent: a delivery that did land the
-first time comes back as a duplicate, still durable); anything else raises a RedisError.
+tried once more on a fresh one (harmless for what is sent here: an inbox record appended twice
+comes out of the pump as one job and a counted duplicate, and the pump's script is idempotent);
+anything else raises a RedisError.
 """
 
 from __future__ import annotations
