@@ -14,9 +14,10 @@ from marshmallow import ValidationError
 from redis.exceptions import RedisError
 
 from workers.metrics import Metrics
+from workers.payloads import Parsed, parse_ac, parse_klcode
 
 from . import signatures
-from .schemas import Parsed, parse_ac, parse_klcode
+from .fastcheck import klcode_tag_events
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,14 @@ def _error(
     return jsonify({"error": error, **extra}), status
 
 
+def _unavailable(source: str, exc: RedisError) -> tuple[Response, int]:
+    log.error("%s webhook not made durable, answering 503: %s", source, type(exc).__name__)
+    resp, status = _error(503, "unavailable", detail="events could not be queued; retry later")
+    Metrics(current_app.extensions["tagsync"].redis).webhook(source, "rejected", "redis_down")
+    resp.headers["Retry-After"] = RETRY_AFTER_UNAVAILABLE
+    return resp, status
+
+
 def _enqueue(parsed: Parsed, source: str) -> tuple[Response, int]:
     ext = current_app.extensions["tagsync"]
     if not parsed.events:
@@ -43,11 +52,7 @@ def _enqueue(parsed: Parsed, source: str) -> tuple[Response, int]:
     try:
         ext.events.push(parsed.events, source=source)
     except RedisError as exc:
-        log.error("%s webhook not made durable, answering 503: %s", source, type(exc).__name__)
-        resp, status = _error(503, "unavailable", detail="events could not be queued; retry later")
-        Metrics(ext.redis).webhook(source, "rejected", "redis_down")
-        resp.headers["Retry-After"] = RETRY_AFTER_UNAVAILABLE
-        return resp, status
+        return _unavailable(source, exc)
     # Durable now; a redelivery is recognised by the pump (counted in /metrics as duplicate).
     body: dict[str, Any] = {"status": "queued", "events": len(parsed.events)}
     if parsed.ignored:
@@ -56,6 +61,15 @@ def _enqueue(parsed: Parsed, source: str) -> tuple[Response, int]:
         "%s webhook: %d queued, %d ignored", source, len(parsed.events), parsed.ignored
     )
     return jsonify(body), 202
+
+
+def _enqueue_raw(body: bytes, count: int) -> tuple[Response, int]:
+    ext = current_app.extensions["tagsync"]
+    try:
+        ext.events.push_raw(body, count, received_at=time.time())
+    except RedisError as exc:
+        return _unavailable("klcode", exc)
+    return jsonify({"status": "queued", "events": count}), 202
 
 
 @bp.post("/webhooks/klcode")
@@ -72,6 +86,9 @@ def klcode_webhook() -> tuple[Response, int]:
         return _error(401, exc.reason, "klcode", detail=str(exc))
     if request.mimetype != "application/json":
         return _error(415, "unsupported_media_type", "klcode", detail="send application/json")
+    count = klcode_tag_events(body)
+    if count is not None:  # plainly valid: stored as it came, the pump makes the events
+        return _enqueue_raw(body, count)
     try:
         payload = json.loads(body)
     except (ValueError, RecursionError):

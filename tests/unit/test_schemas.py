@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validates_schema
 
-from webhooks import schemas
-from webhooks.schemas import MAX_BATCH, parse_ac, parse_ac_time, parse_klcode, unflatten_form
+from workers import payloads as schemas
+from workers.payloads import MAX_BATCH, parse_ac, parse_ac_time, parse_klcode, unflatten_form
 
 NOW = datetime(2026, 3, 1, 12, 0, 5, tzinfo=timezone.utc).timestamp()
 EVENT = {

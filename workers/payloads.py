@@ -1,4 +1,7 @@
-"""marshmallow schemas for both webhooks; they turn a valid payload into TagEvents."""
+"""marshmallow schemas for both webhooks; they turn a valid payload into TagEvents.
+
+In workers/ because both ingest steps use them: the receiver to answer (400s with field-level
+messages), the pump to read the raw KlCode bodies the receiver stored (workers/queueing.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +14,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, missing, validate
 
 from mapping_store import email_key
-from workers.events import TagEvent, ac_event_id, klcode_event_id
+
+from .events import TagEvent, ac_event_id, klcode_event_id
 
 MAX_BATCH = 1000  # events in one KlCode request
 MAX_TAG_LENGTH = 255
