@@ -31,7 +31,7 @@ from workers.acindex import ACContactIndex
 from workers.config import Settings
 from workers.context import ac_client
 from workers.embedded import EmbeddedRedis, free_port
-from workers.queueing import INBOX_KEY
+from workers.queueing import INBOX_KEY, read_record
 
 SECRET = "it-klcode-secret"
 TOKEN = "it-ac-token"
@@ -286,7 +286,7 @@ class Stack:
         """Events durable in Redis, not yet started: in the inbox (until a pump takes them)
         or queued as jobs."""
         records = self.redis.lrange(INBOX, 0, -1)
-        inbox = sum(len(json.loads(r)[2]) for r in records)
+        inbox = sum(len(read_record(r)) for r in records)
         return inbox + self.redis.llen(f"rq:queue:{QUEUE}")
 
     def busy(self) -> bool:

@@ -284,7 +284,7 @@ class EventQueue:
         consumed = 0
         for record in raw:
             try:
-                events = _read_record(record)
+                events = read_record(record)
             except (ValueError, TypeError, KeyError, ValidationError, RecursionError) as exc:
                 log.error("unreadable inbox record moved to %s: %s", self.dead_key, exc)
                 dead.append(record)
@@ -338,7 +338,7 @@ class EventQueue:
         return [bool(x) for x in flags]  # type: ignore[union-attr]
 
 
-def _read_record(record: bytes) -> list[TagEvent]:
+def read_record(record: bytes) -> list[TagEvent]:
     """The events of one inbox record, either kind.
 
     Raises:
