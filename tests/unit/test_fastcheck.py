@@ -119,3 +119,19 @@ def test_a_stored_body_comes_out_of_the_pump_as_the_same_events(
     assert jobs == [e.to_dict() for e in expected]
     # A body marshmallow refuses (the check would never pass one) is set aside, not lost.
     assert redis.llen(q.dead_key) == 1 and q.inbox_size() == 0
+
+
+def test_a_large_body_is_stored_deflated_and_read_back(redis: fakeredis.FakeRedis) -> None:
+    q = EventQueue(redis, "tagsync-events")
+    body = json.dumps({"events": [{**EVENT, "id": f"evt_{i}"} for i in range(100)]}).encode()
+    q.push_raw(body, 100, received_at=NOW)
+    (record,) = redis.lrange(q.inbox_key, 0, -1)
+    assert len(record) < len(body) / 5 and b'"deflate"' in record.partition(b"\n")[0]
+    redis.rpush(q.inbox_key, record[:-20])  # a truncated one: set aside, never half-read
+    assert q.drain_all() == 100
+    expected = parse_klcode(json.loads(body), received_at=NOW).events
+    assert [e.event_id for e in expected] == [
+        json.loads(redis.hget(f"rq:job:{job_id.decode()}", "data"))[2][0]["event_id"]
+        for job_id in redis.lrange("rq:queue:tagsync-events", 0, -1)
+    ]
+    assert redis.llen(q.dead_key) == 1
