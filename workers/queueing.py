@@ -293,14 +293,7 @@ class EventQueue:
         for record in raw:
             try:
                 events = read_record(record)
-            except (
-                ValueError,
-                TypeError,
-                KeyError,
-                ValidationError,
-                RecursionError,
-                zlib.error,
-            ) as exc:
+            except UnreadableRecord as exc:
                 log.error("unreadable inbox record moved to %s: %s", self.dead_key, exc)
                 dead.append(record)
                 continue
@@ -353,26 +346,46 @@ class EventQueue:
         return [bool(x) for x in flags]  # type: ignore[union-attr]
 
 
+class UnreadableRecord(Exception):
+    """An inbox record no reader of this version can turn into events; the message names the
+    kind of failure only (a payload's values, emails included, never reach the log)."""
+
+
 def read_record(record: bytes) -> list[TagEvent]:
     """The events of one inbox record, either kind.
 
     Raises:
-        ValueError, TypeError, KeyError, ValidationError, RecursionError, zlib.error:
-            unreadable.
+        UnreadableRecord: malformed, another format version, or refused by the schemas.
     """
+    try:
+        return _read_record(record)
+    except UnreadableRecord:
+        raise
+    except (
+        ValueError,  # JSON, float(), unknown version or encoding
+        TypeError,
+        KeyError,
+        ValidationError,
+        RecursionError,
+        zlib.error,
+    ) as exc:
+        raise UnreadableRecord(type(exc).__name__) from None
+
+
+def _read_record(record: bytes) -> list[TagEvent]:
     head, newline, body = record.partition(b"\n")
     if newline:  # a raw body: JSON events records never hold a newline (json.dumps escapes it)
         version, _, source, received_at, encoding = json.loads(head)
         if version != RAW_VERSION or source != "klcode":
-            raise ValueError(f"raw record version {version} for {source!r}")
+            raise UnreadableRecord(f"raw record version {version} for {source!r}")
         if encoding == "deflate":
             body = zlib.decompress(body, -15)
         elif encoding != "identity":
-            raise ValueError(f"raw record encoding {encoding!r}")
+            raise UnreadableRecord(f"raw record encoding {encoding!r}")
         return parse_klcode(json.loads(body), received_at=float(received_at)).events
     version, _, items = json.loads(record)
     if version != RECORD_VERSION:
-        raise ValueError(f"record version {version}, not {RECORD_VERSION}")
+        raise UnreadableRecord(f"record version {version}, not {RECORD_VERSION}")
     return [TagEvent.from_dict(item) for item in items]
 
 
