@@ -211,7 +211,7 @@ _valid_ac = st.fixed_dictionaries(
     },
     optional={"initiated_from": st.sampled_from(["admin", "api", "public", "system"])},
 )
-_anything = st.one_of(_text, _emails, _times, _odd, st.just(KeyError), st.just({}))
+_anything = st.one_of(_text, _emails, _times, _odd, st.just(KeyError), st.builds(dict))
 
 
 def _mutated(valid: st.SearchStrategy, paths: list[tuple[str, ...]]) -> st.SearchStrategy:
