@@ -53,12 +53,16 @@ def _enqueue(parsed: Parsed, source: str) -> tuple[Response, int]:
         ext.events.push(parsed.events, source=source)
     except RedisError as exc:
         return _unavailable(source, exc)
+    return _queued(source, len(parsed.events), parsed.ignored)
+
+
+def _queued(source: str, count: int, ignored: int = 0) -> tuple[Response, int]:
     # Durable now; a redelivery is recognised by the pump (counted in /metrics as duplicate).
-    body: dict[str, Any] = {"status": "queued", "events": len(parsed.events)}
-    if parsed.ignored:
-        body["ignored"] = parsed.ignored
+    body: dict[str, Any] = {"status": "queued", "events": count}
+    if ignored:
+        body["ignored"] = ignored
     log.debug(  # per request: the counts are in /metrics; INFO would cost the hot path
-        "%s webhook: %d queued, %d ignored", source, len(parsed.events), parsed.ignored
+        "%s webhook: %d queued, %d ignored", source, count, ignored
     )
     return jsonify(body), 202
 
@@ -69,7 +73,7 @@ def _enqueue_raw(body: bytes, count: int) -> tuple[Response, int]:
         ext.events.push_raw(body, count, received_at=time.time())
     except RedisError as exc:
         return _unavailable("klcode", exc)
-    return jsonify({"status": "queued", "events": count}), 202
+    return _queued("klcode", count)
 
 
 @bp.post("/webhooks/klcode")
