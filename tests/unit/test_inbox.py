@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import fakeredis
 import pytest
@@ -13,6 +12,8 @@ from workers.embedded import EmbeddedRedis
 from workers.events import TagEvent
 from workers.pump import Pump
 from workers.queueing import EventQueue
+
+from ..harness import wait_for
 
 QUEUE = "rq:queue:tagsync-events"
 
@@ -91,13 +92,6 @@ def real_redis(redis_server: EmbeddedRedis) -> Redis:
     client = Redis.from_url(redis_server.url)
     client.flushdb()
     return client
-
-
-def wait_for(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def test_pumps_share_one_lease_and_a_stopped_holder_hands_over(real_redis: Redis) -> None:
